@@ -1,0 +1,93 @@
+"""How a rendered judge request reaches a model.
+
+Backends are registered by name and imported lazily, so ``import backends`` stays cheap
+and the optional ones (vLLM) cost nothing until used::
+
+    from backends import VLLMServerBackend          # imports backends.vllm_server
+    cls = backend_class("vllm-offline")             # by registry name
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from backends.base import (
+    AsyncBackend,
+    Backend,
+    Completion,
+    JudgeRequest,
+    SyncBackend,
+    TokenLogprob,
+)
+from backends.errors import (
+    BackendConnectionError,
+    BackendError,
+    BackendHTTPError,
+    BackendResponseError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ThinkingJudgeError,
+)
+
+if TYPE_CHECKING:
+    from backends.fake import FakeBackend
+    from backends.openai_compatible import OpenAICompatibleBackend
+    from backends.vllm_offline import VLLMOfflineBackend
+    from backends.vllm_server import VLLMServerBackend
+
+REGISTRY: dict[str, str] = {
+    "fake": "backends.fake:FakeBackend",
+    "openai-compatible": "backends.openai_compatible:OpenAICompatibleBackend",
+    "vllm-offline": "backends.vllm_offline:VLLMOfflineBackend",
+    "vllm-server": "backends.vllm_server:VLLMServerBackend",
+}
+"""Backend registry name -> ``"module:Class"``."""
+
+_CLASS_NAMES = {target.rsplit(":", 1)[1]: target for target in REGISTRY.values()}
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The backend class registered under ``name``.
+
+    Raises:
+        KeyError: ``name`` is not registered; the message lists what is.
+    """
+    try:
+        target = REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY))
+        raise KeyError(f"no backend named {name!r}; known backends: {known}") from None
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def __getattr__(attr: str) -> Any:
+    target = _CLASS_NAMES.get(attr)
+    if target is None:
+        raise AttributeError(f"module 'backends' has no attribute {attr!r}")
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "REGISTRY",
+    "AsyncBackend",
+    "Backend",
+    "BackendConnectionError",
+    "BackendError",
+    "BackendHTTPError",
+    "BackendResponseError",
+    "BackendTimeoutError",
+    "BackendUnavailableError",
+    "Completion",
+    "FakeBackend",
+    "JudgeRequest",
+    "OpenAICompatibleBackend",
+    "SyncBackend",
+    "ThinkingJudgeError",
+    "TokenLogprob",
+    "VLLMOfflineBackend",
+    "VLLMServerBackend",
+    "backend_class",
+]

@@ -1,0 +1,94 @@
+"""Transport errors: what can go wrong between a rendered request and a model.
+
+These are the roots of the project's one error hierarchy; ``judge.errors`` adds the
+input and parsing errors beneath the same root and draws the whole tree. They live
+here because ``backends`` never imports ``judge``.
+
+Every error carries ``retryable``: True where sending the same request again may
+succeed (connection reset, timeout, 429, 5xx, a truncated reply), False otherwise.
+"""
+
+from __future__ import annotations
+
+
+class ThinkingJudgeError(Exception):
+    """Root of every error this project raises."""
+
+    retryable: bool = False
+
+
+class BackendError(ThinkingJudgeError):
+    """A request did not produce a usable completion from the backend.
+
+    Args:
+        message: What happened, without secrets, prompts or images.
+        backend: The backend's registry name, e.g. ``"vllm-server"``.
+        attempts: How many times the request was sent before giving up.
+    """
+
+    def __init__(self, message: str, *, backend: str | None = None, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.attempts > 1:
+            text = f"{text} (after {self.attempts} attempts)"
+        return text
+
+
+class BackendConnectionError(BackendError):
+    """The host could not be reached, or the connection broke mid-request."""
+
+    retryable = True
+
+
+class BackendTimeoutError(BackendError):
+    """The request did not finish within its timeout."""
+
+    retryable = True
+
+
+class BackendHTTPError(BackendError):
+    """The host answered with an HTTP error status.
+
+    Args:
+        message: What happened.
+        status: The HTTP status code.
+        retry_after: Seconds the host asked us to wait (``Retry-After``), if any.
+        **kwargs: Passed to :class:`BackendError`.
+    """
+
+    def __init__(
+        self, message: str, *, status: int, retry_after: float | None = None, **kwargs: object
+    ) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        """429 and 5xx may pass; other statuses are the request's own fault."""
+        return self.status == 429 or self.status >= 500
+
+
+class BackendResponseError(BackendError):
+    """The host answered 200 but the body was not a usable chat completion."""
+
+    retryable = True
+
+
+class BackendUnavailableError(BackendError):
+    """The backend cannot run here: a missing package, model or resource."""
+
+
+__all__ = [
+    "BackendConnectionError",
+    "BackendError",
+    "BackendHTTPError",
+    "BackendResponseError",
+    "BackendTimeoutError",
+    "BackendUnavailableError",
+    "ThinkingJudgeError",
+]

@@ -1,0 +1,215 @@
+"""The in-process vLLM engine (``vllm.LLM``) as a backend.
+
+A batch of judgments is ONE ``LLM.chat(conversations, sampling_params)`` call: vLLM
+schedules the whole batch at once, with automatic prefix caching of the shared rubric.
+vLLM is imported on first use, never at import time, with a message that names the
+extra to install when it is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from backends.base import Completion, JudgeRequest, Result, SyncBackend, TokenLogprob
+from backends.errors import BackendError, BackendUnavailableError
+
+INSTALL_HINT = (
+    "install vLLM: pip install 'thinking-reward-judge[vllm]' on a machine with an NVIDIA GPU, "
+    "or 'thinking-reward-judge[cpu]' on one without"
+)
+
+
+def import_vllm() -> Any:
+    """Import vllm, or raise BackendUnavailableError saying which extra to install."""
+    try:
+        shim = importlib.import_module("backends._torchvision_shim")
+    except ModuleNotFoundError:
+        shim = None
+    if shim is not None:
+        shim.apply()
+    try:
+        return importlib.import_module("vllm")
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"vLLM cannot be imported ({exc}); {INSTALL_HINT}", backend="vllm-offline"
+        ) from exc
+
+
+class VLLMOfflineBackend(SyncBackend):
+    """Runs judgments on an in-process ``vllm.LLM``.
+
+    Args:
+        model: A model hub id or a local folder.
+        llm: An already constructed ``vllm.LLM`` to use instead of loading ``model``.
+        served_model_name: The model name to report (defaults to ``model``).
+        **engine_kwargs: Passed to ``vllm.LLM`` (e.g. ``max_model_len``, ``dtype``,
+            ``limit_mm_per_prompt``, ``enforce_eager``, ``tensor_parallel_size``).
+
+    Example:
+        .. code-block:: python
+
+            backend = VLLMOfflineBackend("bunny127/SophiaVL-R1-Thinking-Reward-Model-3B",
+                                         max_model_len=8192)
+            judge = ThinkingRewardJudge(backend=backend)
+    """
+
+    name = "vllm-offline"
+    supports_structured_outputs = True
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        llm: Any | None = None,
+        served_model_name: str | None = None,
+        **engine_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.model_path = model
+        self.model = served_model_name or model
+        self.engine_kwargs = engine_kwargs
+        self._llm = llm
+        self._vllm_version: str | None = None
+
+    @property
+    def llm(self) -> Any:
+        """The engine, loaded on first use.
+
+        Raises:
+            BackendUnavailableError: vLLM is missing or the model cannot be loaded.
+        """
+        if self._llm is None:
+            self._llm = self._load()
+        return self._llm
+
+    def load(self) -> VLLMOfflineBackend:
+        """Load the engine now rather than on the first batch; returns self."""
+        _ = self.llm
+        return self
+
+    def _load(self) -> Any:
+        vllm = import_vllm()
+        self._vllm_version = getattr(vllm, "__version__", None)
+        try:
+            return vllm.LLM(model=self.model_path, **self.engine_kwargs)
+        except Exception as exc:  # vLLM raises many kinds; all mean "cannot load"
+            raise BackendUnavailableError(
+                f"cannot load model {self.model_path!r} in vLLM: {_first_line(exc)}",
+                backend=self.name,
+            ) from exc
+
+    def generate(
+        self, requests: Sequence[JudgeRequest], *, max_concurrency: int | None = None
+    ) -> list[Result]:
+        """Run the batch as one ``LLM.chat`` call; one result per request, in order.
+
+        ``max_concurrency`` does not apply: the engine schedules the batch itself.
+        """
+        if not requests:
+            return []
+        try:
+            llm = self.llm
+            params = [self._sampling_params(r) for r in requests]
+        except BackendError as exc:
+            return [exc] * len(requests)
+        start = time.perf_counter()
+        try:
+            outputs = llm.chat([r.messages for r in requests], params, use_tqdm=False)
+        except Exception as exc:
+            if len(requests) == 1:
+                return [BackendError(f"vLLM failed: {_first_line(exc)}", backend=self.name)]
+            # One bad request fails the whole call: run each alone to isolate it.
+            return [
+                result
+                for request in requests
+                for result in self.generate([request], max_concurrency=max_concurrency)
+            ]
+        latency = time.perf_counter() - start
+        return [self._completion(output, latency) for output in outputs]
+
+    def _sampling_params(self, request: JudgeRequest) -> Any:
+        vllm = import_vllm()
+        fields = _field_names(vllm.SamplingParams)
+        kwargs: dict[str, Any] = {
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+        }
+        if request.repetition_penalty is not None:
+            kwargs["repetition_penalty"] = request.repetition_penalty
+        if request.top_logprobs is not None:
+            kwargs["logprobs"] = request.top_logprobs
+        for key, value in request.extra.items():
+            if key == "structured_outputs":
+                value = _structured_outputs(value)
+            elif key not in fields:
+                raise BackendError(
+                    f"vllm.SamplingParams has no field {key!r}; refusing to drop it silently",
+                    backend=self.name,
+                )
+            kwargs[key] = value
+        return vllm.SamplingParams(**kwargs)
+
+    def _completion(self, output: Any, latency: float) -> Completion:
+        choice = output.outputs[0]
+        return Completion(
+            text=choice.text,
+            finish_reason=choice.finish_reason,
+            prompt_tokens=len(output.prompt_token_ids or ()),
+            completion_tokens=len(choice.token_ids),
+            logprobs=_logprobs(choice) if choice.logprobs else None,
+            model=self.model,
+            latency_s=latency,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, model and, once loaded, the vLLM version."""
+        info = super().describe()
+        if self._vllm_version:
+            info["vllm_version"] = self._vllm_version
+        return info
+
+    def close(self) -> None:
+        """Drop the engine (vLLM frees its memory when the object goes away)."""
+        self._llm = None
+
+
+def _field_names(cls: type) -> frozenset[str]:
+    """Field names of a msgspec Struct (vLLM >= 0.6) or a dataclass."""
+    names = getattr(cls, "__struct_fields__", None)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))
+    return frozenset(names)
+
+
+def _structured_outputs(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        sampling = importlib.import_module("vllm.sampling_params")
+        return sampling.StructuredOutputsParams(**value)
+    return value
+
+
+def _logprobs(choice: Any) -> tuple[TokenLogprob, ...]:
+    tokens = []
+    for token_id, position in zip(choice.token_ids, choice.logprobs, strict=False):
+        chosen = position.get(token_id)
+        ranked = sorted(position.values(), key=lambda lp: -lp.logprob)
+        tokens.append(
+            TokenLogprob(
+                token=(chosen.decoded_token or "") if chosen else "",
+                logprob=chosen.logprob if chosen else float("-inf"),
+                top=tuple((lp.decoded_token or "", lp.logprob) for lp in ranked),
+            )
+        )
+    return tuple(tokens)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
+__all__ = ["VLLMOfflineBackend", "import_vllm"]

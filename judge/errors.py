@@ -1,0 +1,85 @@
+"""The project's one error hierarchy.
+
+::
+
+    ThinkingJudgeError                  root of everything raised here
+    ├── BackendError                    no usable completion came back  (attempts, backend)
+    │   ├── BackendConnectionError      unreachable host, reset connection      retryable
+    │   ├── BackendTimeoutError         the request ran out of time             retryable
+    │   ├── BackendHTTPError            an HTTP error status (status, retry_after)
+    │   │                               retryable for 429 and 5xx only
+    │   ├── BackendResponseError        200, but not a usable chat completion   retryable
+    │   └── BackendUnavailableError     the backend cannot run here (package, model, memory)
+    ├── InputError                      the judge input is unusable
+    │   └── ImageError                  an image could not be read or encoded  (source)
+    └── JudgmentError                   the model answered, but not with a score
+        └── ScoreParseError             also langchain-core's OutputParserException
+
+The transport errors are defined in :mod:`backends.errors` (``backends`` never imports
+``judge``) and re-exported here. A failed judgment is a ``ThinkingScore`` with
+``score=None`` and ``error`` set; these exceptions are raised only where the caller
+asked for that (``raise_on_error=True``) or where no judgment was attempted.
+"""
+
+from __future__ import annotations
+
+from langchain_core.exceptions import OutputParserException
+
+from backends.errors import (
+    BackendConnectionError,
+    BackendError,
+    BackendHTTPError,
+    BackendResponseError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ThinkingJudgeError,
+)
+
+
+class InputError(ThinkingJudgeError, ValueError):
+    """The judge input is unusable (missing field, wrong type)."""
+
+
+class ImageError(InputError):
+    """An image could not be read, decoded or encoded.
+
+    Args:
+        message: What is wrong with it.
+        source: A short, safe description of the input (a path, a URL, a type name);
+            never image bytes or base64.
+    """
+
+    def __init__(self, message: str, *, source: str) -> None:
+        super().__init__(f"{message}: {source}")
+        self.source = source
+
+
+class JudgmentError(ThinkingJudgeError):
+    """The model answered, but the answer is not a score."""
+
+
+class ScoreParseError(JudgmentError, OutputParserException):
+    """The model's output is not one of the accepted score shapes.
+
+    Args:
+        message: Why it was rejected.
+        llm_output: The text that was rejected.
+    """
+
+    def __init__(self, message: str, *, llm_output: str) -> None:
+        OutputParserException.__init__(self, message, llm_output=llm_output)
+
+
+__all__ = [
+    "BackendConnectionError",
+    "BackendError",
+    "BackendHTTPError",
+    "BackendResponseError",
+    "BackendTimeoutError",
+    "BackendUnavailableError",
+    "ImageError",
+    "InputError",
+    "JudgmentError",
+    "ScoreParseError",
+    "ThinkingJudgeError",
+]

@@ -1,0 +1,66 @@
+"""The public API is pinned, and importing it pulls in no heavy ML stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import backends
+import judge
+
+EXPECTED_JUDGE = [
+    "DEFAULT_MODEL",
+    "SCORE_GRID",
+    "TEMPLATE_VERSION",
+    "BackendError",
+    "ImageError",
+    "InputError",
+    "JudgeInput",
+    "JudgmentError",
+    "ScoreParseError",
+    "ThinkingJudgeError",
+    "ThinkingRewardJudge",
+    "ThinkingScore",
+    "__version__",
+    "parse_score",
+    "render_messages",
+    "render_prompt",
+]
+
+
+def test_judge_all():
+    assert sorted(judge.__all__) == sorted(EXPECTED_JUDGE)
+    assert judge.__all__ == sorted(judge.__all__, key=lambda n: (not n.isupper(), n))
+    for name in judge.__all__:
+        assert hasattr(judge, name), name
+
+
+def test_backends_all_resolve():
+    for name in backends.__all__:
+        assert getattr(backends, name) is not None, name
+    for name in (
+        "VLLMServerBackend",
+        "VLLMOfflineBackend",
+        "OpenAICompatibleBackend",
+        "FakeBackend",
+    ):
+        assert name in backends.__all__
+
+
+def test_registry_names():
+    assert backends.backend_class("fake").__name__ == "FakeBackend"
+    with pytest.raises(KeyError, match="vllm-server"):
+        backends.backend_class("nope")
+
+
+def test_import_judge_is_light():
+    code = (
+        "import sys, judge, backends, judge.cli; "
+        "from backends import VLLMOfflineBackend, VLLMServerBackend; "
+        "heavy = [m for m in ('vllm', 'torch', 'transformers') if m in sys.modules]; "
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
