@@ -1,0 +1,379 @@
+"""Image inputs -> OpenAI ``image_url`` content parts.
+
+An image is given as a file path, raw bytes, a PIL image, an http(s) URL or a data URL,
+and sent as ``{"type": "image_url", "image_url": {"url": URL}}``:
+
+- **Path or bytes**: decoded once with Pillow to check it is a whole image. When it is
+  PNG, JPEG, WebP or GIF, has one frame, a mode the model's processor takes as it is
+  (``1``, ``L``, ``P`` without transparency, ``RGB``, ``RGBA``) and fits the pixel
+  budget, the ORIGINAL bytes are sent, untouched, as a base64 data URL whose MIME type is
+  the real format found in the content (never guessed from the file name: a JPEG named
+  ``x.png`` goes as ``image/jpeg``). Anything else is re-encoded, see below.
+- **PIL image**: its current frame, converted as below and encoded as PNG (lossless).
+- **http(s) URL**: passed through unchanged; it is not fetched, so ``max_pixels`` does
+  not apply to it.
+- **data URL** (``data:image/<type>;base64,...``): decoded and checked like bytes (the
+  declared MIME type must be the real one; ``image/jpg`` counts as ``image/jpeg``), then
+  passed through unchanged unless it has to be re-encoded.
+
+Re-encoding, when needed, keeps what the model sees as close to the original as possible:
+
+- the first frame of an animated image (GIF, APNG, WebP) is taken, as the model's
+  processor would; a multi-picture JPEG (MPO, as phones write) is sent as the JPEG it is;
+- the mode becomes one the processor takes and PNG can hold (:func:`_to_model_mode`):
+
+  ================================================  ==================================
+  ``RGB``, ``RGBA``, ``L``                          unchanged
+  ``1``                                             ``L``
+  any alpha (``LA``, ``PA``, ``La``, ``RGBa``) or   ``RGBA``, so that the server lays it
+  a ``transparency`` key (``P``, ``L``, ``RGB``)    on white, not on a palette colour
+  ``P`` without transparency                        ``RGB``
+  ``I;16``, ``I;16B``, ``I;16L`` (16-bit)           ``L``, scaled by 1/256
+  ``I``, ``F``                                      ``L``, values clipped to 0-255
+  ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``, others     ``RGB``
+  ================================================  ==================================
+
+- then it is encoded as JPEG (quality 95) when the source was a JPEG file, else as PNG.
+  EXIF orientation is not applied (nor is it by vLLM's loader), so the model sees the same
+  pixels either way.
+
+``max_pixels`` (off by default) is a pixel budget: an image with ``width * height`` above
+it is downsized, keeping its aspect ratio, with LANCZOS so that ``w * h <= max_pixels``,
+and re-encoded as above. Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``)
+is kept as Pillow has it. Only the raster formats a judge needs are opened (PNG, JPEG,
+WebP, GIF, BMP, TIFF, ICO, PPM, TGA), so untrusted input never reaches a plugin such as
+EPS that runs an external program.
+
+Every failure is an :class:`~judge.errors.ImageError` naming the input safely (a path, a
+URL without its query, a type name, ``<N bytes>``), never its bytes or base64; the Pillow
+error it comes from is chained as its cause.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import struct
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit
+
+from PIL import Image, UnidentifiedImageError
+
+from judge.errors import ImageError
+
+ImageInput: TypeAlias = str | os.PathLike[str] | bytes | Image.Image
+"""One image: a file path, raw bytes, a PIL image, an http(s) URL or a data URL."""
+
+_EXPECTED = "expected a file path, bytes, a PIL image, an http(s) URL or a data URL"
+_OPEN_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "ICO", "PPM", "TGA")  # JPEG: MPO too
+_SENT_AS_IS = {  # format -> MIME type of the formats whose bytes are sent untouched
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",  # a JPEG with extra pictures appended; readers see the first
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+}
+_MIME_ALIASES = {"image/jpg": "image/jpeg"}
+_MODEL_MODES = frozenset({"1", "L", "P", "RGB", "RGBA"})  # the processor takes these as is
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
+_PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+_DATA_URL = re.compile(r"data:(image/[a-z0-9.+-]+);base64,", re.IGNORECASE)
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{72,}")  # longer than a SHA-256 in hex
+
+
+def image_parts(
+    value: ImageInput | Sequence[ImageInput] | None, *, max_pixels: int | None = None
+) -> list[dict[str, Any]]:
+    """Turn a judge input's ``image`` / ``images`` value into content parts.
+
+    Args:
+        value: No image (``None``), one image, or a sequence of images.
+        max_pixels: Optional pixel budget, as for :func:`image_part`.
+
+    Returns:
+        One ``image_url`` content part per image, in order.
+
+    Raises:
+        ImageError: An image is unusable (a ``None`` inside a sequence included).
+    """
+    if value is None:
+        return []
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray, memoryview)):
+        return [image_part(item, max_pixels=max_pixels) for item in value]
+    return [image_part(value, max_pixels=max_pixels)]
+
+
+def image_part(image: ImageInput, *, max_pixels: int | None = None) -> dict[str, Any]:
+    """Turn one image into an OpenAI ``image_url`` content part.
+
+    Args:
+        image: A file path, bytes, a PIL image, an http(s) URL or a data URL.
+        max_pixels: Optional pixel budget: a larger image is downsized to fit it.
+
+    Returns:
+        ``{"type": "image_url", "image_url": {"url": URL}}``.
+
+    Raises:
+        ImageError: The image cannot be read, decoded or encoded.
+        ValueError: ``max_pixels`` is not a positive integer.
+    """
+    return {"type": "image_url", "image_url": {"url": image_url(image, max_pixels=max_pixels)}}
+
+
+def image_url(image: ImageInput, *, max_pixels: int | None = None) -> str:
+    """Turn one image into the URL to send: a data URL, or the http(s) URL given.
+
+    Args:
+        image: A file path, bytes, a PIL image, an http(s) URL or a data URL.
+        max_pixels: Optional pixel budget: a larger image is downsized to fit it.
+
+    Returns:
+        The URL for an ``image_url`` content part.
+
+    Raises:
+        ImageError: The image cannot be read, decoded or encoded.
+        ValueError: ``max_pixels`` is not a positive integer.
+    """
+    if max_pixels is not None and (
+        isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1
+    ):
+        raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
+    if isinstance(image, Image.Image):
+        source = f"<PIL image {image.mode} {image.width}x{image.height}>"
+        return _data_url(*_encode_pil(image, source, max_pixels))
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+        return _data_url(*_encode_bytes(data, f"<{len(data)} bytes>", max_pixels))
+    if isinstance(image, os.PathLike):
+        path = os.fsdecode(image)
+        return _data_url(*_encode_bytes(_read_file(path), _safe_text(path), max_pixels))
+    if isinstance(image, str):
+        return _from_string(image, max_pixels)
+    raise ImageError(f"unsupported image input ({_EXPECTED})", source=f"<{type(image).__name__}>")
+
+
+def _from_string(text: str, max_pixels: int | None) -> str:
+    """Pass an http(s) URL through, check a data URL, or read a file path."""
+    if text[:5].lower() == "data:":
+        return _from_data_url(text, max_pixels)
+    scheme = _SCHEME.match(text)
+    if scheme is None:
+        return _data_url(*_encode_bytes(_read_file(text), _safe_text(text), max_pixels))
+    if scheme.group().lower() not in ("http://", "https://"):
+        raise ImageError(f"unsupported URL scheme ({_EXPECTED})", source=_describe_url(text))
+    try:
+        host = urlsplit(text).hostname
+    except ValueError as exc:  # an unbalanced IPv6 bracket
+        raise ImageError("not a valid URL", source=_describe_url(text)) from exc
+    if not host:
+        raise ImageError("image URL has no host", source=_describe_url(text))
+    return text
+
+
+def _from_data_url(url: str, max_pixels: int | None) -> str:
+    """Check a base64 image data URL; return it unchanged unless it must be re-encoded."""
+    match = _DATA_URL.match(url)
+    if match is None:
+        raise ImageError(
+            "not a base64 image data URL (expected data:image/<type>;base64,<data>)",
+            source=f"<data URL of {len(url)} characters>",
+        )
+    declared = match.group(1).lower()
+    source = f"data:{declared};base64,<{len(url) - match.end()} characters>"
+    try:
+        data = base64.b64decode(url[match.end() :], validate=True)
+    except ValueError as exc:  # binascii.Error, or non-ASCII characters
+        raise ImageError("data URL is not valid base64", source=source) from exc
+    mime, out = _encode_bytes(data, source, max_pixels, declared_mime=declared)
+    return url if out is data else _data_url(mime, out)
+
+
+def _read_file(path: str) -> bytes:
+    """Read an image file, or raise an ImageError that names it safely."""
+    try:
+        return Path(path).expanduser().read_bytes()
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        if _BASE64_RUN.fullmatch(path):
+            raise ImageError(
+                "not a readable file path, a URL or a data URL (raw base64? send it as "
+                "data:image/<type>;base64,<data>)",
+                source=f"<string of {len(path)} characters>",
+            ) from exc
+        if isinstance(exc, FileNotFoundError):
+            message = "image file not found"
+        elif isinstance(exc, IsADirectoryError):
+            message = "image path is a directory"
+        else:  # permissions, a name too long
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            message = f"cannot read image file ({reason})"
+        raise ImageError(message, source=_safe_text(path)) from exc
+
+
+def _encode_bytes(
+    data: bytes, source: str, max_pixels: int | None, *, declared_mime: str | None = None
+) -> tuple[str, bytes]:
+    """Decode an encoded image once; return ``(mime, bytes)`` to send.
+
+    The bytes returned are ``data`` itself (the same object) when they can be sent as
+    they are; else a re-encoded, converted and possibly downsized image.
+    """
+    if not data:
+        raise ImageError("image is empty", source=source)
+    with _pillow_errors(source), Image.open(io.BytesIO(data), formats=_OPEN_FORMATS) as img:
+        fmt = img.format or ""
+        if declared_mime is not None:
+            _check_mime(declared_mime, fmt, source)
+        size = _fit(img.size, max_pixels)
+        if size is None and _sendable_as_is(img):
+            img.load()  # decode fully: a truncated or corrupt image fails here
+            return _SENT_AS_IS[fmt], data
+        if size is not None and fmt in ("JPEG", "MPO"):
+            img.draft(None, (size[0] * 2, size[1] * 2))  # decode at a reduced scale
+        img.load()
+        out = _to_model_mode(img)
+        if size is not None:
+            out = out.resize(size, Image.Resampling.LANCZOS)
+        as_jpeg = fmt in ("JPEG", "MPO") and out.mode in ("L", "RGB")
+        return _encode(out, "JPEG" if as_jpeg else "PNG")
+
+
+def _encode_pil(image: Image.Image, source: str, max_pixels: int | None) -> tuple[str, bytes]:
+    """Encode a PIL image as PNG after mode conversion and, if needed, downsizing."""
+    with _pillow_errors(source):
+        image.load()  # an image from Image.open() is lazy; a truncated file fails here
+        out = _to_model_mode(image)
+        size = _fit(out.size, max_pixels)
+        if size is not None:
+            out = out.resize(size, Image.Resampling.LANCZOS)
+        return _encode(out, "PNG")
+
+
+def _sendable_as_is(img: Image.Image) -> bool:
+    """Whether an opened image's original bytes can go to the model untouched."""
+    if img.format not in _SENT_AS_IS or img.mode not in _MODEL_MODES:
+        return False
+    if "transparency" in img.info and img.mode != "RGBA":
+        return False
+    return img.format == "MPO" or not getattr(img, "is_animated", False)
+
+
+def _to_model_mode(img: Image.Image) -> Image.Image:
+    """Convert an image to ``L``, ``RGB`` or ``RGBA`` (see the module docstring)."""
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return img.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    if mode in ("I", "F"):
+        return img.convert("L")
+    if mode in _ALPHA_MODES or "transparency" in img.info:
+        return img if mode == "RGBA" else img.convert("RGBA")
+    if mode in ("L", "RGB"):
+        return img
+    return img.convert("L" if mode == "1" else "RGB")
+
+
+def _fit(size: tuple[int, int], max_pixels: int | None) -> tuple[int, int] | None:
+    """The size to downsize to so that ``w * h <= max_pixels``, or None if it fits.
+
+    The long side is the largest whose short side, derived from it by the aspect ratio
+    (rounded, at least 1 pixel), fits the budget: the ratio is kept to within half a
+    pixel, except where an extreme ratio pins the short side to 1.
+    """
+    width, height = size
+    if max_pixels is None or width * height <= max_pixels:
+        return None
+    long_side, short_side = max(width, height), min(width, height)
+
+    def short_for(new_long: int) -> int:  # round half up, in integers
+        return max(1, (2 * new_long * short_side + long_side) // (2 * long_side))
+
+    low, high = 1, long_side - 1  # the area grows with the long side: binary search
+    while low < high:
+        middle = (low + high + 1) // 2
+        if middle * short_for(middle) <= max_pixels:
+            low = middle
+        else:
+            high = middle - 1
+    return (low, short_for(low)) if width >= height else (short_for(low), low)
+
+
+def _encode(img: Image.Image, fmt: str) -> tuple[str, bytes]:
+    """Encode an image as PNG, or as JPEG at quality 95; return ``(mime, bytes)``."""
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        img.save(buffer, "JPEG", quality=95)
+        return "image/jpeg", buffer.getvalue()
+    img.save(buffer, "PNG")
+    return "image/png", buffer.getvalue()
+
+
+def _check_mime(declared: str, fmt: str, source: str) -> None:
+    """Raise an ImageError when a data URL's MIME type is not its data's real one."""
+    real = _SENT_AS_IS.get(fmt) or Image.MIME.get(fmt)
+    if _MIME_ALIASES.get(declared, declared) != real:
+        raise ImageError(f"data URL says {declared} but holds {real or fmt}", source=source)
+
+
+@contextmanager
+def _pillow_errors(source: str) -> Iterator[None]:
+    """Turn what Pillow raises on a bad image into an ImageError, chained to it."""
+    try:
+        yield
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(
+            "image is too large to decode safely (above Pillow's decompression-bomb limit, "
+            f"2 x PIL.Image.MAX_IMAGE_PIXELS = {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels); "
+            "shrink it first or, if the file is trusted, raise PIL.Image.MAX_IMAGE_PIXELS "
+            "and pass max_pixels to downsize what is sent",
+            source=source,
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(
+            "not an image in a supported format (PNG, JPEG, WebP, GIF, BMP, TIFF, ICO, PPM, TGA)",
+            source=source,
+        ) from exc
+    except _PILLOW_ERRORS as exc:
+        raise ImageError(
+            f"image cannot be decoded, truncated or corrupt ({_reason(exc)})", source=source
+        ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason from a Pillow error, without any bytes it may quote."""
+    text = str(exc)
+    if not text or len(text) > 100 or "b'" in text or 'b"' in text or "\\x" in text:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def _data_url(mime: str, data: bytes) -> str:
+    """A base64 data URL."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _describe_url(url: str) -> str:
+    """A URL without credentials, query or fragment, shortened: safe for messages."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a bad port, an unbalanced IPv6 bracket
+        return f"<URL of {len(url)} characters>"
+    rest = "?..." if parts.query or parts.fragment else ""
+    return _safe_text(f"{parts.scheme}://{host}{port}{parts.path}{rest}")
+
+
+def _safe_text(text: str, limit: int = 160) -> str:
+    """``text`` for a message: long base64-like runs elided, at most ``limit`` characters."""
+    text = _BASE64_RUN.sub(lambda run: f"<{len(run.group())} characters>", text)
+    if len(text) <= limit:
+        return text
+    keep = (limit - 3) // 2
+    return f"{text[:keep]}...{text[-keep:]}"
