@@ -1,0 +1,396 @@
+"""vLLM's OpenAI-compatible server, as a backend; and a way to start one.
+
+:class:`VLLMServerBackend` talks to ``vllm serve`` (or ``python -m
+vllm.entrypoints.openai.api_server``) exactly as :class:`OpenAICompatibleBackend`
+does, and adds what vLLM offers on top:
+
+* ``repetition_penalty`` is sent (vLLM would otherwise apply the model's
+  ``generation_config``, 1.05 for the Thinking Reward Model);
+* ``structured_outputs`` (vLLM >= 0.10.2), for every request or per request
+  through ``JudgeRequest.extra``; the legacy ``guided_choice`` / ``guided_regex`` /
+  ``guided_json`` / ``guided_grammar`` fields, which newer vLLM *silently ignores*,
+  are translated into it;
+* :meth:`~VLLMServerBackend.health` (``GET /health``) and
+  :meth:`~VLLMServerBackend.version` (``GET /version``, cached, recorded in
+  :meth:`~VLLMServerBackend.describe`);
+* :meth:`VLLMServerBackend.launch` starts a server in its own process group,
+  with its output in a log file, waits until it is healthy and stops it on
+  :meth:`~VLLMServerBackend.close` (modelled on vLLM's ``tests/utils.py``
+  ``RemoteOpenAIServer``)::
+
+      with VLLMServerBackend.launch("path/to/model", server_args=["--max-model-len", "4096"]) as b:
+          b.generate([...])
+
+The API key is read from ``VLLM_API_KEY`` by default (not ``OPENAI_API_KEY``, which
+would send an OpenAI key to a self-hosted server); a launched server is given the same
+key through its environment, never on its command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiohttp
+from typing_extensions import Self
+from yarl import URL
+
+from backends.base import JudgeRequest
+from backends.errors import (
+    BackendError,
+    BackendHTTPError,
+    BackendResponseError,
+    BackendUnavailableError,
+)
+from backends.openai_compatible import (
+    _TRANSPORT_ERRORS,
+    OpenAICompatibleBackend,
+    _display_url,
+    _loads,
+)
+
+logger = logging.getLogger(__name__)
+
+_LEGACY_GUIDED = {
+    "guided_choice": "choice",
+    "guided_regex": "regex",
+    "guided_json": "json",
+    "guided_grammar": "grammar",
+}
+_LOG_TAIL_BYTES = 8192
+_LOG_TAIL_LINES = 40
+
+
+def _translate_legacy(body: dict[str, Any]) -> dict[str, Any]:
+    """Move legacy ``guided_*`` fields into ``structured_outputs`` (its own fields win)."""
+    legacy = [key for key in _LEGACY_GUIDED if key in body]
+    if not legacy:
+        return body
+    body = dict(body)
+    structured = dict(body.get("structured_outputs") or {})
+    for key in legacy:
+        structured.setdefault(_LEGACY_GUIDED[key], body.pop(key))
+    body["structured_outputs"] = structured
+    return body
+
+
+def _server_root(base_url: URL) -> URL:
+    """``http://host:port/v1`` -> ``http://host:port`` (where /health and /version are)."""
+    path = base_url.path.rstrip("/")
+    return base_url.with_query(None).with_path(
+        path[: -len("/v1")] if path.endswith("/v1") else path
+    )
+
+
+def _free_port(host: str) -> int:
+    """A TCP port free on ``host`` right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _log_tail(path: Path, secrets: Sequence[str] = ()) -> str:
+    """The last lines of a log file, with ``secrets`` redacted."""
+    try:
+        with path.open("rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - _LOG_TAIL_BYTES))
+            data = log.read()
+    except OSError as exc:
+        return f"(the log {path} cannot be read: {exc.strerror})"
+    text = "\n".join(data.decode("utf-8", "replace").splitlines()[-_LOG_TAIL_LINES:])
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text or "(the log is empty)"
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    """Send ``sig`` to the process's group (POSIX) or to the process (elsewhere)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if hasattr(os, "killpg"):
+            os.killpg(process.pid, sig)
+        elif sig == getattr(signal, "SIGKILL", None):  # pragma: no cover - Windows
+            process.kill()
+        else:  # pragma: no cover - Windows
+            process.terminate()
+
+
+def _stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the group, SIGKILL it after ``grace`` seconds; reap the leader."""
+    if process.poll() is None:
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            logger.warning("the vLLM server did not stop within %g s; killing it", grace)
+    _signal_group(process, getattr(signal, "SIGKILL", signal.SIGTERM))  # stragglers
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(grace)
+
+
+class VLLMServerBackend(OpenAICompatibleBackend):
+    """A vLLM OpenAI-compatible server.
+
+    Args:
+        base_url: The server's API root, ending in ``/v1``.
+        model: The served model name (``--served-model-name``).
+        structured_outputs: vLLM ``structured_outputs`` sent with every request
+            (e.g. ``{"choice": ["0.0", "0.1", ...]}``); a request's own wins.
+        **kwargs: As for :class:`OpenAICompatibleBackend` (``api_key``, ``timeout``,
+            ``max_retries``, ``max_concurrency``, ``extra_body``...).
+    """
+
+    name = "vllm-server"
+    supports_repetition_penalty = True
+    supports_structured_outputs = True
+    default_api_key_env: ClassVar[str] = "VLLM_API_KEY"
+    server_module: ClassVar[str] = "vllm.entrypoints.openai.api_server"
+    """The module :meth:`launch` runs with ``python -m``."""
+    shutdown_grace: ClassVar[float] = 15.0
+    """Seconds a launched server is given to stop after SIGTERM before SIGKILL."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000/v1",
+        model: str = "thinking-reward-model",
+        *,
+        structured_outputs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(base_url, model, **kwargs)
+        if structured_outputs is not None:
+            self.extra_body["structured_outputs"] = dict(structured_outputs)
+        self.extra_body = _translate_legacy(self.extra_body)
+        self._roots = tuple(_server_root(url) for url in self.base_urls)
+        self._vllm_version: str | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stop_server: weakref.finalize[Any, Any] | None = None
+        self.log_path: Path | None = None
+        """The launched server's log file (kept after it stops), or None."""
+
+    # ----------------------------------------------------------------- requests
+
+    def request_body(self, request: JudgeRequest) -> dict[str, Any]:
+        """As :meth:`OpenAICompatibleBackend.request_body`, legacy ``guided_*`` translated."""
+        body = super().request_body(request)
+        if request.extra:
+            body = _translate_legacy(body)
+        return body
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, model, base URL and, once known, the server's ``vllm_version``."""
+        info = super().describe()
+        if self._vllm_version is not None:
+            info["vllm_version"] = self._vllm_version
+        return info
+
+    # ----------------------------------------------------------------- server info
+
+    async def ahealth(self, timeout: float = 5.0) -> bool:
+        """Whether ``GET /health`` answers 200 within ``timeout`` seconds; never raises.
+
+        With several base URLs, whether every one of them does.
+        """
+
+        async def healthy(root: URL) -> bool:
+            try:
+                status, _ = await self._get(root / "health", timeout)
+            except _TRANSPORT_ERRORS:
+                return False
+            return status == 200
+
+        return all(await asyncio.gather(*(healthy(root) for root in self._roots)))
+
+    def health(self, timeout: float = 5.0) -> bool:
+        """Sync :meth:`ahealth`."""
+        return self._sync_runner.run(self.ahealth(timeout))
+
+    async def aversion(self) -> str:
+        """The server's vLLM version (``GET /version``), asked once and then cached.
+
+        With several base URLs, the first one's.
+
+        Raises:
+            BackendError: A typed transport, HTTP or response error.
+        """
+        if self._vllm_version is None:
+            url = self._roots[0] / "version"
+            shown = str(_display_url(url))
+            try:
+                status, body = await self._get(url, self.timeout)
+            except _TRANSPORT_ERRORS as exc:
+                raise self._transport_error(exc, shown) from None
+            if status != 200:
+                raise BackendHTTPError(
+                    f"HTTP {status} from {shown}: {self._host_message(body)}",
+                    status=status,
+                    backend=self.name,
+                )
+            try:
+                self._vllm_version = str(_loads(body)["version"])
+            except (ValueError, KeyError, TypeError):
+                raise BackendResponseError(
+                    f"unusable reply from {shown}: no version", backend=self.name
+                ) from None
+        return self._vllm_version
+
+    def version(self) -> str:
+        """Sync :meth:`aversion`."""
+        return self._sync_runner.run(self.aversion())
+
+    async def _get(self, url: URL, timeout: float) -> tuple[int, bytes]:
+        session = await self._session()
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            return response.status, await response.read()
+
+    # ----------------------------------------------------------------- a server of our own
+
+    @property
+    def server_process(self) -> subprocess.Popen[bytes] | None:
+        """The server process :meth:`launch` started, or None."""
+        return self._process
+
+    @classmethod
+    def launch(
+        cls,
+        model: str,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        served_model_name: str = "thinking-reward-model",
+        server_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        startup_timeout: float = 600.0,
+        python: str = sys.executable,
+        log_file: str | os.PathLike[str] | None = None,
+        **backend_kwargs: Any,
+    ) -> Self:
+        """Start a vLLM server, wait until it is healthy, and return its backend.
+
+        Runs ``python -m <server_module> --host H --port P --model M
+        --served-model-name N *server_args`` in a new process group, with stdout and
+        stderr appended to ``log_file``. :meth:`close` (or leaving a ``with`` block)
+        stops it: SIGTERM to the group, SIGKILL after :attr:`shutdown_grace` seconds.
+
+        Args:
+            model: A model directory or hub id.
+            port: The port; a free one when None.
+            host: The interface to serve on.
+            served_model_name: The name requests use.
+            server_args: Further server arguments (``--max-model-len``, ``--dtype``...).
+            env: Environment variables set for the server on top of this process's.
+            startup_timeout: Seconds to wait for ``/health``.
+            python: The interpreter to run the server with.
+            log_file: Where the server's output goes; a temporary file when None.
+                Kept afterwards; its path is :attr:`log_path`.
+            **backend_kwargs: Passed to the constructor (``api_key``, ``timeout``...).
+
+        Returns:
+            The backend, connected to the healthy server.
+
+        Raises:
+            BackendUnavailableError: The server exited or was not healthy in time; the
+                message quotes the end of its log.
+        """
+        port = _free_port(host) if port is None else port
+        connect_host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        netloc = f"[{connect_host}]" if ":" in connect_host else connect_host
+        backend = cls(f"http://{netloc}:{port}/v1", served_model_name, **backend_kwargs)
+        if log_file is None:
+            handle, name = tempfile.mkstemp(prefix="vllm-server-", suffix=".log")
+            os.close(handle)
+            log_file = name
+        backend.log_path = Path(log_file)
+        child_env = {**os.environ, **(env or {})}
+        if backend._api_key is not None:
+            child_env.setdefault("VLLM_API_KEY", backend._api_key.get_secret_value())
+        command = [
+            python,
+            "-m",
+            cls.server_module,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--model",
+            model,
+            "--served-model-name",
+            served_model_name,
+            *server_args,
+        ]
+        logger.info("starting a vLLM server on port %d; log: %s", port, backend.log_path)
+        with backend.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=child_env,
+                start_new_session=True,
+            )
+        backend._process = process
+        backend._stop_server = weakref.finalize(backend, _stop_process, process, cls.shutdown_grace)
+        try:
+            backend._wait_until_healthy(process, startup_timeout)
+        except BaseException:
+            backend.close()
+            raise
+        with contextlib.suppress(BackendError):
+            backend.version()
+        return backend
+
+    def _wait_until_healthy(self, process: subprocess.Popen[bytes], startup_timeout: float) -> None:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            code = process.poll()
+            if code is None and self.health(timeout=5.0):
+                if process.poll() is None:
+                    return
+                code = process.returncode
+            if code is not None:
+                raise self._startup_failure(f"the vLLM server exited with code {code}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._startup_failure(
+                    f"the vLLM server was not healthy within {startup_timeout:g} s"
+                )
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(min(0.5, remaining))  # returns at once if it exits
+
+    def _startup_failure(self, what: str) -> BackendUnavailableError:
+        secrets = [secret.get_secret_value() for secret in self._secrets]
+        tail = _log_tail(self.log_path, secrets) if self.log_path else "(no log)"
+        return BackendUnavailableError(
+            f"{what}; the end of its log ({self.log_path}):\n{tail}", backend=self.name
+        )
+
+    # ----------------------------------------------------------------- closing
+
+    def close(self) -> None:
+        """Close the HTTP sessions and stop the server :meth:`launch` started."""
+        super().close()
+        if self._stop_server is not None:
+            self._stop_server()
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`."""
+        await super().aclose()
+        if self._stop_server is not None:
+            await asyncio.to_thread(self._stop_server)
+
+
+__all__ = ["VLLMServerBackend"]

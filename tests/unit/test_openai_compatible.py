@@ -1,0 +1,958 @@
+"""OpenAICompatibleBackend and VLLMServerBackend against an in-process fake host.
+
+The fake host is an aiohttp.web app on 127.0.0.1 (random port) in its own thread, so
+sync and async callers alike can reach it. Each request takes the next scripted fault
+(``server.faults``), or is answered normally once the script is used up: the reply's
+content echoes the last message's text. Nothing here waits on wall-clock timing: the
+backoff is patched out or tiny, and the only timeouts are far shorter than the delays
+they cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+
+from backends.base import Completion, JudgeRequest
+from backends.errors import (
+    BackendConnectionError,
+    BackendError,
+    BackendHTTPError,
+    BackendResponseError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+)
+from backends.openai_compatible import (
+    OpenAICompatibleBackend,
+    backoff_delay,
+    parse_retry_after,
+    scrub,
+)
+from backends.vllm_server import VLLMServerBackend
+
+pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
+
+KEY = "sk-test-0123456789-secret"
+IMAGE_B64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    * 4
+)
+IMAGE_URL = f"data:image/png;base64,{IMAGE_B64}"
+PROMPT_MARKER = "PROMPT-MARKER-do-not-echo"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def request(text: str = "0.7", **kwargs: Any) -> JudgeRequest:
+    return JudgeRequest(messages=[{"role": "user", "content": text}], **kwargs)
+
+
+def image_request() -> JudgeRequest:
+    content = [
+        {"type": "text", "text": f"{PROMPT_MARKER} judge this"},
+        {"type": "image_url", "image_url": {"url": IMAGE_URL}},
+    ]
+    return JudgeRequest(messages=[{"role": "user", "content": content}])
+
+
+# --------------------------------------------------------------------------- fake host
+
+
+class FakeChatServer:
+    """An OpenAI-compatible chat host with faults on demand, in a thread of its own."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+        self.reset()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def reset(self) -> None:
+        self.faults: deque[str] = deque()
+        self.seen: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.gate_size = 0
+        self.gate = self._on_loop(asyncio.Event) if self.thread.is_alive() else None
+        self.release = self._on_loop(asyncio.Event) if self.thread.is_alive() else None
+        self.delays: dict[str, float] = {}
+
+    def _on_loop(self, fn: Any) -> Any:
+        async def call() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result()
+
+    def start(self) -> None:
+        self.thread.start()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/version", self.version)
+
+        async def serve() -> int:
+            self.runner = web.AppRunner(app, handle_signals=False)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+        self.port = asyncio.run_coroutine_threadsafe(serve(), self.loop).result()
+        self.reset()
+
+    def stop(self) -> None:
+        self.release_all()
+        assert self.runner is not None
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+    def release_all(self) -> None:
+        if self.release is not None:
+            self.loop.call_soon_threadsafe(self.release.set)
+
+    @property
+    def count(self) -> int:
+        return len(self.seen)
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": "0.32.0-fake"})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.seen.append({"headers": dict(request.headers), "body": body})
+        fault = self.faults.popleft() if self.faults else "ok"
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.gate_size and not self.gate.is_set():
+                if self.in_flight >= self.gate_size:
+                    self.gate.set()
+                else:
+                    await asyncio.wait_for(self.gate.wait(), 10)
+            return await self.answer(request, body, fault)
+        finally:
+            self.in_flight -= 1
+
+    async def answer(self, request: web.Request, body: dict[str, Any], fault: str) -> Any:
+        kind, _, arg = fault.partition(":")
+        if kind == "ok":
+            text = last_text(body)
+            await asyncio.sleep(self.delays.get(text, 0.0))
+            return web.json_response(completion(body, text))
+        if kind.isdigit():
+            headers = {"Retry-After": arg} if arg else {}
+            error = {"message": f"fault {kind}", "type": "BadRequestError", "code": int(kind)}
+            return web.json_response({"error": error}, status=int(kind), headers=headers)
+        if kind == "429-date":
+            when = email.utils.formatdate(time.time() + float(arg), usegmt=True)
+            return web.json_response(
+                {"error": {"message": "slow down"}}, status=429, headers={"Retry-After": when}
+            )
+        if kind == "echo400":  # vLLM-like validation error echoing what it was sent
+            message = (
+                f"1 validation error: {json.dumps(body)} auth={request.headers['Authorization']}"
+            )
+            return web.json_response({"object": "error", "message": message}, status=400)
+        if kind == "leak400":  # a message that echoes base64 and the key before any 'input'
+            message = f"bad image {IMAGE_URL} raw {IMAGE_B64} key {KEY} " + "x" * 1000
+            return web.json_response({"error": {"message": message}}, status=400)
+        if kind == "reset":
+            request.transport.abort()  # type: ignore[union-attr]
+            await asyncio.sleep(0)
+            return web.Response(text="never sent")
+        if kind == "short":  # Content-Length promises more than is sent
+            response = web.StreamResponse(
+                status=200, headers={"Content-Type": "application/json", "Content-Length": "999"}
+            )
+            await response.prepare(request)
+            await response.write(b'{"choices": [{"mess')
+            request.transport.close()  # type: ignore[union-attr]
+            return response
+        if kind == "malformed":
+            return web.Response(
+                body=b'{"choices": [{"message": {"content": "0.',
+                status=200,
+                content_type="application/json",
+            )
+        if kind == "html":
+            return web.Response(text="<html>gateway</html>", content_type="text/html")
+        if kind == "nochoices":
+            return web.json_response({"object": "chat.completion", "choices": []})
+        if kind == "error200":
+            return web.json_response({"error": {"message": f"oops {IMAGE_URL}"}})
+        if kind == "infinity":  # not strict JSON; the stdlib parser takes it
+            data = completion({**body, "logprobs": True, "top_logprobs": 2}, "7")
+            raw = json.dumps(data).replace("-0.5", "-Infinity")
+            return web.Response(text=raw, content_type="application/json")
+        if kind == "slow":
+            await asyncio.wait_for(self.release.wait(), 10)
+            return web.json_response(completion(body, "late"))
+        raise AssertionError(f"unknown fault {fault}")
+
+
+def last_text(body: dict[str, Any]) -> str:
+    content = body["messages"][-1]["content"]
+    if isinstance(content, str):
+        return content
+    return next(part["text"] for part in content if part["type"] == "text")
+
+
+def completion(body: dict[str, Any], text: str) -> dict[str, Any]:
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": {"role": "assistant", "content": text},
+        "finish_reason": "stop",
+        "logprobs": None,
+    }
+    if body.get("logprobs"):
+        top = [{"token": "x", "logprob": -2.0}, {"token": "y", "logprob": -0.5}]  # not sorted
+        choice["logprobs"] = {
+            "content": [
+                {"token": ch, "logprob": -0.1, "bytes": [ord(ch)], "top_logprobs": top}
+                for ch in text
+            ]
+        }
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": body["model"],
+        "choices": [choice],
+        "usage": {"prompt_tokens": 11, "completion_tokens": len(text), "total_tokens": 0},
+    }
+
+
+@pytest.fixture(scope="module")
+def fake_host():
+    host = FakeChatServer()
+    host.start()
+    yield host
+    host.stop()
+
+
+@pytest.fixture
+def server(fake_host: FakeChatServer):
+    fake_host.reset()
+    yield fake_host
+    fake_host.release_all()
+
+
+@pytest.fixture
+def make_backend(server: FakeChatServer):
+    made: list[OpenAICompatibleBackend] = []
+
+    def make(cls: type[OpenAICompatibleBackend] = OpenAICompatibleBackend, **kwargs: Any):
+        kwargs.setdefault("api_key", KEY)
+        kwargs.setdefault("backoff_base", 0.001)
+        kwargs.setdefault("backoff_max", 0.002)
+        kwargs.setdefault("timeout", 10.0)
+        backend = cls(kwargs.pop("base_url", server.url), kwargs.pop("model", "judge"), **kwargs)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+# --------------------------------------------------------------------------- happy path
+
+
+async def test_completion_is_parsed(server, make_backend):
+    backend = make_backend()
+    [result] = await backend.agenerate([request("0.7", top_logprobs=2)])
+    assert isinstance(result, Completion)
+    assert result.text == "0.7"
+    assert result.finish_reason == "stop"
+    assert (result.prompt_tokens, result.completion_tokens) == (11, 3)
+    assert result.model == "judge"
+    assert result.attempts == 1
+    assert result.latency_s is not None
+    assert result.latency_s >= 0
+    assert result.logprobs is not None
+    assert [t.token for t in result.logprobs] == ["0", ".", "7"]
+    assert result.logprobs[0].logprob == pytest.approx(-0.1)
+    assert result.logprobs[0].top == (("y", -0.5), ("x", -2.0))  # best first
+
+
+async def test_request_body_and_headers(server, make_backend):
+    backend = make_backend(extra_body={"seed": 1, "top_k": 5}, headers={"X-Team": "eval"})
+    await backend.agenerate([request("a", max_tokens=7, extra={"top_k": 9})])
+    await backend.agenerate([request("b", top_logprobs=3, repetition_penalty=None)])
+    first, second = (seen["body"] for seen in server.seen)
+    assert first == {
+        "model": "judge",
+        "messages": [{"role": "user", "content": "a"}],
+        "max_tokens": 7,
+        "temperature": 0.0,
+        "seed": 1,
+        "top_k": 9,  # the request's own extra wins over extra_body
+    }
+    assert second["logprobs"] is True
+    assert second["top_logprobs"] == 3
+    headers = server.seen[0]["headers"]
+    assert headers["Authorization"] == f"Bearer {KEY}"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-Team"] == "eval"
+
+
+async def test_repetition_penalty_only_where_supported(server, make_backend):
+    await make_backend().agenerate([request()])
+    await make_backend(supports_repetition_penalty=True).agenerate([request()])
+    await make_backend(cls=VLLMServerBackend).agenerate([request(repetition_penalty=1.0)])
+    await make_backend(cls=VLLMServerBackend).agenerate([request(repetition_penalty=None)])
+    bodies = [seen["body"] for seen in server.seen]
+    assert "repetition_penalty" not in bodies[0]
+    assert bodies[1]["repetition_penalty"] == 1.0
+    assert bodies[2]["repetition_penalty"] == 1.0
+    assert "repetition_penalty" not in bodies[3]
+
+
+async def test_api_key_from_environment(server, make_backend, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env-openai")
+    monkeypatch.setenv("MY_KEY", "sk-from-env-mine")
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    await make_backend(api_key=None).agenerate([request()])
+    await make_backend(api_key=None, api_key_env="MY_KEY").agenerate([request()])
+    await make_backend(api_key=SecretStr("sk-secret-str")).agenerate([request()])
+    await make_backend(cls=VLLMServerBackend, api_key=None).agenerate([request()])
+    auth = [seen["headers"].get("Authorization") for seen in server.seen]
+    assert auth == [
+        "Bearer sk-from-env-openai",
+        "Bearer sk-from-env-mine",
+        "Bearer sk-secret-str",
+        None,  # a vLLM server reads VLLM_API_KEY, never an OpenAI key
+    ]
+
+
+async def test_empty_batch_and_bad_concurrency(make_backend):
+    backend = make_backend()
+    assert await backend.agenerate([]) == []
+    with pytest.raises(ValueError, match="max_concurrency"):
+        await backend.agenerate([request()], max_concurrency=0)
+
+
+def test_constructor_validates():
+    with pytest.raises(ValueError, match="http"):
+        OpenAICompatibleBackend("ftp://host/v1", "m", api_key="k")
+    with pytest.raises(ValueError, match="positive"):
+        OpenAICompatibleBackend("http://host/v1", "m", api_key="k", timeout=0)
+    with pytest.raises(ValueError, match="no api_key"):
+        OpenAICompatibleBackend("http://user:pw@host/v1", "m", api_key="k")
+
+
+async def test_unencodable_request_fails_alone(server, make_backend):
+    bad = JudgeRequest(messages=[{"role": "user", "content": object()}])
+    results = await make_backend().agenerate([request("1"), bad, request("2")])
+    assert [getattr(r, "text", None) for r in results] == ["1", None, "2"]
+    assert type(results[1]) is BackendError
+    assert results[1].attempts == 0
+    assert server.count == 2
+
+
+# --------------------------------------------------------------------------- retries
+
+
+@pytest.mark.parametrize("status", ["500", "502", "503"])
+async def test_5xx_is_retried(server, make_backend, status):
+    server.faults.extend([status, status])
+    [result] = await make_backend(max_retries=3).agenerate([request()])
+    assert isinstance(result, Completion)
+    assert result.attempts == 3
+    assert server.count == 3
+
+
+async def test_retries_are_bounded(server, make_backend):
+    server.faults.extend(["503"] * 10)
+    [result] = await make_backend(max_retries=2).agenerate([request()])
+    assert isinstance(result, BackendHTTPError)
+    assert result.status == 503
+    assert result.retryable
+    assert result.attempts == 3
+    assert server.count == 3
+    assert "fault 503" in str(result)
+    assert "(after 3 attempts)" in str(result)
+
+
+async def test_no_retries_when_max_retries_is_zero(server, make_backend):
+    server.faults.append("500")
+    [result] = await make_backend(max_retries=0).agenerate([request()])
+    assert isinstance(result, BackendHTTPError)
+    assert result.attempts == 1
+    assert server.count == 1
+
+
+@pytest.mark.parametrize("status", ["400", "401", "403", "404", "422"])
+async def test_other_4xx_are_not_retried(server, make_backend, status):
+    server.faults.extend([status, status])
+    [result] = await make_backend().agenerate([request()])
+    assert isinstance(result, BackendHTTPError)
+    assert result.status == int(status)
+    assert not result.retryable
+    assert result.attempts == 1
+    assert server.count == 1
+    assert f"HTTP {status}" in str(result)
+    assert f"fault {status}" in str(result)
+
+
+async def test_429_honours_retry_after(server, make_backend, monkeypatch):
+    backend = make_backend(backoff_max=30.0, max_retries=4)
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(backend, "_sleep", record)
+    server.faults.extend(["429:7", "429:120", "429-date:5", "429"])
+    [result] = await backend.agenerate([request()])
+    assert isinstance(result, Completion)
+    assert result.attempts == 5
+    assert waits[0] == 7.0
+    assert waits[1] == 30.0  # capped at backoff_max
+    assert 2.0 <= waits[2] <= 5.0  # an HTTP date, second resolution
+    assert 0.0 <= waits[3] <= 0.001 * 2**3  # no header: full-jitter backoff (base 0.001)
+
+
+async def test_connection_reset_is_retried(server, make_backend):
+    server.faults.append("reset")
+    [result] = await make_backend().agenerate([request()])
+    assert isinstance(result, Completion)
+    assert result.attempts == 2
+
+
+async def test_connection_failures_are_typed(server, make_backend):
+    server.faults.extend(["reset"] * 3)
+    [result] = await make_backend(max_retries=2).agenerate([request()])
+    assert isinstance(result, BackendConnectionError)
+    assert result.retryable
+    assert result.attempts == 3
+
+
+async def test_unreachable_host(make_backend):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    backend = make_backend(base_url=f"http://127.0.0.1:{port}/v1", max_retries=1)
+    [result] = await backend.agenerate([request()])
+    assert isinstance(result, BackendConnectionError)
+    assert result.attempts == 2
+    assert f"127.0.0.1:{port}" in str(result)
+
+
+@pytest.mark.parametrize("fault", ["short", "malformed", "html", "nochoices", "error200"])
+async def test_unusable_replies_are_retried(server, make_backend, fault):
+    server.faults.append(fault)
+    [result] = await make_backend().agenerate([request()])
+    assert isinstance(result, Completion)
+    assert result.attempts == 2
+
+    server.faults.extend([fault] * 2)
+    [result] = await make_backend(max_retries=1).agenerate([request()])
+    assert isinstance(result, BackendResponseError)
+    assert result.retryable
+    assert result.attempts == 2
+    assert "base64," not in str(result)
+
+
+async def test_non_strict_json_numbers_are_accepted(server, make_backend):
+    server.faults.append("infinity")
+    [result] = await make_backend().agenerate([request()])
+    assert isinstance(result, Completion)
+    assert result.logprobs is not None
+    assert result.logprobs[0].top[-1] == ("y", float("-inf"))
+
+
+async def test_timeout_is_retried_then_reported(server, make_backend):
+    server.faults.extend(["slow", "slow"])
+    [result] = await make_backend(timeout=0.3, max_retries=1).agenerate([request()])
+    assert isinstance(result, BackendTimeoutError)
+    assert result.retryable
+    assert result.attempts == 2
+    assert server.count == 2
+
+
+def test_backoff_is_full_jitter_and_capped():
+    assert backoff_delay(1, base=0.5, cap=20, rand=lambda: 0.999999) == pytest.approx(0.5, 1e-3)
+    assert backoff_delay(3, base=0.5, cap=20, rand=lambda: 0.5) == pytest.approx(1.0)
+    assert backoff_delay(10, base=0.5, cap=20, rand=lambda: 0.999999) == pytest.approx(20, 1e-3)
+    assert backoff_delay(500, base=0.5, cap=20, rand=lambda: 0.5) == pytest.approx(10)
+    assert backoff_delay(1, base=0.5, cap=20, rand=lambda: 0.0) == 0.0
+    assert backoff_delay(1, base=0.5, cap=20, retry_after=3.0) == 3.0
+    assert backoff_delay(1, base=0.5, cap=2, retry_after=3.0) == 2.0
+
+
+def test_parse_retry_after():
+    now = 1_700_000_000.0
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after({"Retry-After": "12"}) == 12.0
+    assert parse_retry_after({"Retry-After": " 1.5 "}) == 1.5
+    assert parse_retry_after({"Retry-After": date}, now=now) == pytest.approx(30.0)
+    assert parse_retry_after({"Retry-After": email.utils.formatdate(now - 30)}, now=now) == 0.0
+    assert parse_retry_after({"Retry-After": "-4"}) == 0.0
+    assert parse_retry_after({"Retry-After": "soon"}) is None
+    assert parse_retry_after({"Retry-After": "nan"}) is None
+    assert parse_retry_after({"retry-after-ms": "250", "Retry-After": "9"}) == 0.25
+    assert parse_retry_after({}) is None
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+async def test_order_is_kept_under_concurrency(server, make_backend):
+    texts = [f"item-{i}" for i in range(60)]
+    server.delays = {text: (i % 7) * 0.002 for i, text in enumerate(texts[::-1])}
+    server.faults.extend(["503", "ok", "reset", "ok", "malformed"])
+    results = await make_backend().agenerate([request(t) for t in texts], max_concurrency=16)
+    assert [r.text for r in results] == texts  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("limit", "passed"), [(5, 5), (3, None), (1, 1)])
+async def test_max_concurrency_bounds_in_flight(server, make_backend, limit, passed):
+    server.gate_size = limit  # hold the first wave until `limit` requests are in flight
+    backend = make_backend(max_concurrency=3)
+    results = await backend.agenerate([request(str(i)) for i in range(20)], max_concurrency=passed)
+    assert all(isinstance(r, Completion) for r in results)
+    assert server.max_in_flight == limit
+
+
+async def test_concurrent_calls_share_one_session(server, make_backend):
+    backend = make_backend()
+    batches = await asyncio.gather(
+        *(backend.agenerate([request(f"{b}-{i}") for i in range(5)]) for b in range(4))
+    )
+    assert [[r.text for r in batch] for batch in batches] == [  # type: ignore[union-attr]
+        [f"{b}-{i}" for i in range(5)] for b in range(4)
+    ]
+    assert len(backend._sessions) == 1
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+async def test_errors_never_show_key_body_or_base64(server, make_backend):
+    backend = make_backend(max_retries=0)
+    server.faults.extend(["echo400", "leak400", "error200"])
+    results = await backend.agenerate(
+        [image_request(), image_request(), image_request()], max_concurrency=1
+    )
+    for error in results:
+        assert isinstance(error, BackendError)
+        for text in (str(error), repr(error)):
+            assert KEY not in text
+            assert IMAGE_B64[:40] not in text
+            assert "base64," not in text
+            assert PROMPT_MARKER not in text
+            assert len(text) < 500
+    assert results[0].status == 400
+    assert results[0].attempts == 1
+    assert "[request omitted]" in str(results[0])
+    assert "[request omitted]" not in str(results[1])  # nothing to cut before
+    assert "***" in str(results[1])
+    assert "[base64 omitted]" in str(results[1])
+
+
+def test_repr_and_describe_hide_credentials(server):
+    backend = OpenAICompatibleBackend(
+        "http://alice:hunter2-password@127.0.0.1:9/v1?api-key=sk-query-secret", "m"
+    )
+    also = VLLMServerBackend("http://127.0.0.1:9/v1", api_key=KEY)
+    for b in (backend, also):
+        for text in (repr(b), str(b), json.dumps(b.describe())):
+            assert "hunter2" not in text
+            assert "sk-query-secret" not in text
+            assert KEY not in text
+    assert backend.describe() == {
+        "backend": "openai-compatible",
+        "model": "m",
+        "base_url": "http://127.0.0.1:9/v1",
+    }
+    assert (
+        repr(also)
+        == "VLLMServerBackend(model='thinking-reward-model', base_url='http://127.0.0.1:9/v1')"
+    )
+    [error] = backend.generate([request()])
+    assert isinstance(error, BackendConnectionError)
+    assert "hunter2" not in str(error)
+    assert "sk-query-secret" not in str(error)
+    backend.close()
+    also.close()
+
+
+async def test_basic_auth_from_url(server, make_backend):
+    url = server.url.replace("http://", "http://alice:hunter2-password@")
+    await make_backend(base_url=url, api_key=None).agenerate([request()])
+    assert server.seen[0]["headers"]["Authorization"].startswith("Basic ")
+
+
+def test_scrub():
+    text = f"key {KEY} img {IMAGE_URL} tail"
+    assert scrub(text, [KEY]) == "key *** img data:[base64 omitted] tail"
+    long = scrub("word " * 300)
+    assert long.endswith("\u2026")
+    assert len(long) == 300
+    assert scrub("x" * 1000) == "[base64 omitted]"
+    assert scrub(f"could not parse {PROMPT_MARKER} at 3", cut_at=[PROMPT_MARKER]) == (
+        "could not parse [request omitted]"
+    )
+    assert scrub("bad request; {'input': {'messages': 'secret prompt'}}") == (
+        "bad request; {[request omitted]"
+    )
+    assert scrub('{"input": "prompt"}') == "{[request omitted]"
+    assert scrub('got {"messages": [{"role": "user"}]}') == "got {[request omitted]"
+
+
+# --------------------------------------------------------------------------- sync use
+
+
+def test_generate_from_sync_code(server, make_backend):
+    backend = make_backend()
+    results = backend.generate([request("1"), request("2")])
+    assert [r.text for r in results] == ["1", "2"]  # type: ignore[union-attr]
+    assert backend.generate([request("3")])[0].text == "3"  # type: ignore[union-attr]
+    backend.close()
+    assert not backend._sync_runner.started
+    assert backend.generate([request("4")])[0].text == "4"  # usable again  # type: ignore[union-attr]
+
+
+async def test_generate_inside_a_running_loop(server, make_backend):
+    backend = make_backend()
+    blocking = backend.generate([request("direct")])  # blocks this loop, still works
+    threaded = await asyncio.to_thread(backend.generate, [request("thread")])
+    native = await backend.agenerate([request("async")])
+    assert [r[0].text for r in (blocking, threaded, native)] == ["direct", "thread", "async"]  # type: ignore[union-attr]
+    assert len(backend._sessions) == 2  # this loop's and the private loop's
+    await backend.aclose()
+    assert backend._sessions == {}
+    assert not backend._sync_runner.started
+
+
+async def test_async_context_manager_closes_sessions(server, make_backend):
+    async with make_backend() as backend:
+        await backend.agenerate([request()])
+        session = next(iter(backend._sessions.values())).session
+    assert session.closed
+
+
+async def test_sync_close_inside_a_running_loop(server, make_backend):
+    backend = make_backend()
+    await backend.agenerate([request()])
+    session = next(iter(backend._sessions.values())).session
+    backend.close()  # a sync close in async code: scheduled on this loop
+    await asyncio.sleep(0.01)
+    for _ in range(100):
+        if session.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert session.closed
+
+
+_SCENARIO = """
+import asyncio, gc, sys
+from backends.base import JudgeRequest
+from backends.openai_compatible import OpenAICompatibleBackend
+
+url, scenario = sys.argv[1], sys.argv[2]
+reqs = [JudgeRequest(messages=[{"role": "user", "content": str(i)}]) for i in range(8)]
+backend = OpenAICompatibleBackend(url, "judge", api_key="k-123456")
+
+async def use():
+    results = await backend.agenerate(reqs, max_concurrency=4)
+    assert [r.text for r in results] == [str(i) for i in range(8)], results
+
+if scenario == "sync-never-closed":
+    backend.generate(reqs)
+elif scenario == "sync-dropped":
+    backend.generate(reqs)
+    del backend
+    gc.collect()
+elif scenario == "async-never-closed":
+    asyncio.run(use())
+    del backend
+    gc.collect()
+elif scenario == "async-two-loops-then-close":
+    asyncio.run(use())
+    asyncio.run(use())
+    backend.close()
+elif scenario == "sync-close-in-async":
+    async def main():
+        await use()
+        backend.generate(reqs)
+        backend.close()
+    asyncio.run(main())
+elif scenario == "sync-then-aclose":
+    backend.generate(reqs)
+    async def main():
+        await use()
+        await backend.aclose()
+    asyncio.run(main())
+elif scenario == "manual-loop":
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(use())
+    backend.close()
+    loop.close()
+print("done")
+"""
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "sync-never-closed",
+        "sync-dropped",
+        "async-never-closed",
+        "async-two-loops-then-close",
+        "sync-close-in-async",
+        "sync-then-aclose",
+        "manual-loop",
+    ],
+)
+def test_no_unclosed_session_warnings(server, scenario):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "dev",
+            "-W",
+            "error::ResourceWarning",
+            "-c",
+            _SCENARIO,
+            server.url,
+            scenario,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.strip() == "done"
+    for bad in ("nclosed", "Exception ignored", "ResourceWarning", "never awaited", "destroyed"):
+        assert bad not in process.stderr, process.stderr
+
+
+# --------------------------------------------------------------------------- vLLM server
+
+
+async def test_vllm_structured_outputs_and_legacy_fields(server, make_backend):
+    choice = {"choice": ["0.0", "1.0"]}
+    backend = make_backend(cls=VLLMServerBackend, structured_outputs=choice)
+    await backend.agenerate([request()])
+    await backend.agenerate([request(extra={"guided_choice": ["a", "b"]})])
+    legacy = make_backend(cls=VLLMServerBackend, extra_body={"guided_regex": "[01]"})
+    await legacy.agenerate([request()])
+    bodies = [seen["body"] for seen in server.seen]
+    assert bodies[0]["structured_outputs"] == choice
+    assert bodies[1]["structured_outputs"] == {"choice": ["0.0", "1.0"]}  # its own wins
+    assert "guided_choice" not in bodies[1]
+    assert bodies[2]["structured_outputs"] == {"regex": "[01]"}
+    assert "guided_regex" not in bodies[2]
+
+
+async def test_vllm_health_and_version(server, make_backend):
+    backend = make_backend(cls=VLLMServerBackend)
+    assert await backend.ahealth()
+    assert "vllm_version" not in backend.describe()
+    assert await backend.aversion() == "0.32.0-fake"
+    assert backend.describe()["vllm_version"] == "0.32.0-fake"
+    assert backend.version() == "0.32.0-fake"  # cached; the sync path works too
+    assert backend.health()
+
+
+def test_vllm_health_of_nothing_is_false(make_backend):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    backend = make_backend(cls=VLLMServerBackend, base_url=f"http://127.0.0.1:{port}/v1")
+    assert backend.health() is False
+    with pytest.raises(BackendConnectionError):
+        backend.version()
+
+
+_EXITING_SERVER = """
+import os, sys
+print("INFO loading model", sys.argv[1:])
+print("key is", os.environ.get("VLLM_API_KEY"))
+print("RuntimeError: boom: no usable device", file=sys.stderr)
+sys.exit(3)
+"""
+
+_FAKE_VLLM = """
+import argparse, os, signal
+from aiohttp import web
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--host"); parser.add_argument("--port", type=int)
+parser.add_argument("--model"); parser.add_argument("--served-model-name")
+args, _ = parser.parse_known_args()
+if os.environ.get("IGNORE_SIGTERM"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if os.environ.get("NEVER_READY"):
+    signal.pause()
+
+async def health(request):
+    return web.Response()
+
+async def version(request):
+    return web.json_response({"version": "0.0-fake"})
+
+async def chat(request):
+    body = await request.json()
+    text = json.dumps({k: body.get(k) for k in ("model", "repetition_penalty")})
+    return web.json_response({"model": body["model"], "choices": [
+        {"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]})
+
+import json
+app = web.Application()
+app.router.add_get("/health", health)
+app.router.add_get("/version", version)
+app.router.add_post("/v1/chat/completions", chat)
+print("serving", args.served_model_name, flush=True)
+web.run_app(app, host=args.host, port=args.port, print=None,
+            handle_signals=not os.environ.get("IGNORE_SIGTERM"))
+"""
+
+
+def _write_module(tmp_path: Path, name: str, source: str) -> dict[str, str]:
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    return {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+
+
+def test_launch_fails_fast_with_the_log_tail(tmp_path):
+    class ExitingServer(VLLMServerBackend):
+        server_module = "exiting_server"
+
+    env = _write_module(tmp_path, "exiting_server", _EXITING_SERVER)
+    log = tmp_path / "server.log"
+    with pytest.raises(BackendUnavailableError) as caught:
+        ExitingServer.launch(
+            "some/model",
+            env=env,
+            log_file=log,
+            api_key="sk-launch-secret-42",
+            server_args=["--max-model-len", "64"],
+        )
+    message = str(caught.value)
+    assert "exited with code 3" in message
+    assert "boom: no usable device" in message
+    assert "--max-model-len" in message
+    assert "--served-model-name" in message
+    assert "sk-launch-secret-42" not in message
+    assert "key is ***" in message
+    assert str(log) in message
+    assert log.exists()
+
+
+def test_launch_missing_module_is_unavailable(tmp_path):
+    class Missing(VLLMServerBackend):
+        server_module = "no_such_module_for_thinking_judge"
+
+    with pytest.raises(BackendUnavailableError, match="No module named"):
+        Missing.launch("m", log_file=tmp_path / "log")
+
+
+def test_launch_times_out_with_the_log_tail(tmp_path):
+    class NeverReady(VLLMServerBackend):
+        server_module = "fake_vllm"
+
+    env = _write_module(tmp_path, "fake_vllm", _FAKE_VLLM)
+    with pytest.raises(BackendUnavailableError, match="not healthy within 1 s") as caught:
+        NeverReady.launch(
+            "m", env={**env, "NEVER_READY": "1"}, startup_timeout=1, log_file=tmp_path / "log"
+        )
+    assert "not healthy" in str(caught.value)
+
+
+@pytest.mark.parametrize("ignore_sigterm", [False, True])
+def test_launch_serves_and_close_stops_the_server(tmp_path, ignore_sigterm):
+    class FakeVLLM(VLLMServerBackend):
+        server_module = "fake_vllm"
+        shutdown_grace = 1.0
+
+    env = _write_module(tmp_path, "fake_vllm", _FAKE_VLLM)
+    if ignore_sigterm:
+        env["IGNORE_SIGTERM"] = "1"
+    with FakeVLLM.launch("dir/model", env=env, startup_timeout=60, max_retries=0) as backend:
+        assert backend.health()
+        assert backend.describe()["vllm_version"] == "0.0-fake"
+        assert backend.model == "thinking-reward-model"
+        [result] = backend.generate([request()])
+        assert isinstance(result, Completion), result
+        assert json.loads(result.text) == {
+            "model": "thinking-reward-model",
+            "repetition_penalty": 1.0,
+        }
+        process = backend.server_process
+        assert process is not None
+        assert process.poll() is None
+    assert process.poll() is not None
+    if ignore_sigterm:
+        assert process.returncode == -9
+    assert backend.log_path is not None
+    assert "serving" in backend.log_path.read_text()
+
+
+# --------------------------------------------------------------------------- replicas
+
+
+def _dead_url() -> str:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+
+async def test_several_base_urls_round_robin_and_fail_over(server, make_backend):
+    dead = _dead_url()
+    backend = make_backend(base_url=[dead, server.url], max_retries=1)
+    results = await backend.agenerate([request(str(i)) for i in range(6)], max_concurrency=3)
+    assert [r.text for r in results] == [str(i) for i in range(6)]  # type: ignore[union-attr]
+    assert [r.attempts for r in results] == [2, 1, 2, 1, 2, 1]  # the dead one first, then over
+    assert server.count == 6
+    assert backend.describe()["base_urls"] == [dead, server.url]
+    assert "base_urls=" in repr(backend)
+
+    only_dead = make_backend(base_url=[dead, dead], max_retries=2)
+    [error] = await only_dead.agenerate([request()])
+    assert isinstance(error, BackendConnectionError)
+    assert error.attempts == 3
+
+
+async def test_vllm_health_needs_every_replica(server, make_backend):
+    assert await make_backend(cls=VLLMServerBackend, base_url=[server.url, server.url]).ahealth()
+    both = make_backend(cls=VLLMServerBackend, base_url=[server.url, _dead_url()])
+    assert not await both.ahealth()
+    assert await both.aversion() == "0.32.0-fake"  # the first one's
+
+
+def test_credentials_in_url_need_a_single_url():
+    with pytest.raises(ValueError, match="single base_url"):
+        OpenAICompatibleBackend(["http://u:pass1234@h1/v1", "http://h2/v1"], "m")
