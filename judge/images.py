@@ -52,6 +52,7 @@ error it comes from is chained as its cause.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import os
 import re
@@ -148,8 +149,7 @@ def image_url(image: ImageInput, *, max_pixels: int | None = None) -> str:
         source = f"<PIL image {image.mode} {image.width}x{image.height}>"
         return _data_url(*_encode_pil(image, source, max_pixels))
     if isinstance(image, (bytes, bytearray, memoryview)):
-        data = bytes(image)
-        return _data_url(*_encode_bytes(data, f"<{len(data)} bytes>", max_pixels))
+        return _bytes_url(bytes(image), max_pixels)
     if isinstance(image, os.PathLike):
         path = os.fsdecode(image)
         return _data_url(*_encode_bytes(_read_file(path), _safe_text(path), max_pixels))
@@ -213,6 +213,16 @@ def _read_file(path: str) -> bytes:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
             message = f"cannot read image file ({reason})"
         raise ImageError(message, source=_safe_text(path)) from exc
+
+
+@functools.lru_cache(maxsize=16)
+def _bytes_url(data: bytes, max_pixels: int | None) -> str:
+    """The data URL for image bytes; identical bytes are checked and encoded once.
+
+    The completions of one RL prompt share its image, so a batch often holds the same
+    bytes many times. Errors are not cached.
+    """
+    return _data_url(*_encode_bytes(data, f"<{len(data)} bytes>", max_pixels))
 
 
 def _encode_bytes(

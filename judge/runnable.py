@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
-from langchain_core.runnables.config import get_config_list
+from langchain_core.runnables.config import get_callback_manager_for_config, get_config_list
 from pydantic import ConfigDict, Field, model_validator
 
 from backends.base import Backend, Completion, JudgeRequest, Result
@@ -112,10 +112,13 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
         **kwargs: Any,
     ) -> list[ThinkingScore]:
         """Judge many inputs in one backend call; results in input order."""
+        configs = self._traced_configs(config, len(inputs))
+        if not _has_callbacks(configs):
+            return _outputs(self._judge_batch(list(inputs), configs), return_exceptions)
         return self._batch_with_config(
             self._judge_batch,
             list(inputs),
-            self._traced_configs(config, len(inputs)),
+            configs,
             return_exceptions=return_exceptions,
             run_type="llm",
         )
@@ -129,10 +132,13 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
         **kwargs: Any,
     ) -> list[ThinkingScore]:
         """Judge many inputs in one backend call (async); results in input order."""
+        configs = self._traced_configs(config, len(inputs))
+        if not _has_callbacks(configs):
+            return _outputs(await self._ajudge_batch(list(inputs), configs), return_exceptions)
         return await self._abatch_with_config(
             self._ajudge_batch,
             list(inputs),
-            self._traced_configs(config, len(inputs)),
+            configs,
             return_exceptions=return_exceptions,
             run_type="llm",
         )
@@ -169,6 +175,10 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
         except InputError as exc:
             return _Prepared(error=exc)
         messages = render_messages(question, response, parts)
+        try:
+            sha256 = prompt_sha256(messages)
+        except TypeError as exc:  # orjson refuses lone surrogates: not sendable as JSON
+            return _Prepared(error=InputError(f"the input text is not valid Unicode: {exc}"))
         request = JudgeRequest(
             messages=messages,
             max_tokens=self.max_tokens,
@@ -178,7 +188,7 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
             ),
             extra=_CONSTRAINT if self.constrained else {},
         )
-        return _Prepared(request=request, sha256=prompt_sha256(messages))
+        return _Prepared(request=request, sha256=sha256)
 
     def _finish(
         self, prepared: Sequence[_Prepared], results: Sequence[Result]
@@ -242,6 +252,31 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
 
 
 _CONSTRAINT = {"structured_outputs": {"choice": list(SCORE_GRID)}}
+
+
+def _has_callbacks(configs: Sequence[RunnableConfig]) -> bool:
+    """Whether any run would be recorded: callbacks passed, or tracing / hooks on.
+
+    Without any, the per-input run bookkeeping is skipped: it costs about as much CPU as
+    an HTTP round trip and nothing would observe it.
+    """
+    if not configs:
+        return False
+    if any(cfg.get("callbacks") for cfg in configs):
+        return True
+    # Tracing (LANGSMITH_TRACING), debug/verbose and context hooks apply to every config.
+    return bool(get_callback_manager_for_config(configs[0]).handlers)
+
+
+def _outputs(
+    results: list[ThinkingScore | Exception], return_exceptions: bool
+) -> list[ThinkingScore]:
+    """Return or raise like ``Runnable._batch_with_config`` does."""
+    if not return_exceptions:
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+    return results  # type: ignore[return-value]
 
 
 def _max_concurrency(configs: Sequence[RunnableConfig]) -> int | None:

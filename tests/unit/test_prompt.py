@@ -82,3 +82,20 @@ def test_prompt_hash_tracks_every_byte():
     assert a == prompt_sha256(render_messages(QUESTION, RESPONSE))
     assert a != prompt_sha256(render_messages(QUESTION, RESPONSE + " "))
     assert len(a) == 64
+
+
+@given(st.text(), st.text())
+def test_prompt_hash_is_sha256_of_canonical_json(question, response):
+    import hashlib
+    import json
+
+    messages = render_messages(
+        question,
+        response,
+        [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}],
+    )
+    canonical = json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    assert (
+        prompt_sha256(messages)
+        == hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    )

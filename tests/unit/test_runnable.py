@@ -232,3 +232,32 @@ def test_score_invariant():
         ThinkingScore(score=0.5, error="x")
     with pytest.raises(ValueError, match="less than or equal to 1"):
         ThinkingScore(score=1.5)
+
+
+def test_runs_are_traced_through_context_hooks_without_explicit_callbacks():
+    from langchain_core.tracers.context import collect_runs
+
+    judge = ThinkingRewardJudge(backend=FakeBackend(["0.5"]))
+    with collect_runs() as collector:
+        judge.batch([ITEM, ITEM])
+    assert len(collector.traced_runs) == 2
+    run = collector.traced_runs[0]
+    assert run.run_type == "llm"
+    assert run.extra["metadata"]["ls_model_name"] == "fake-thinking-reward-model"
+
+
+async def test_async_runs_are_traced_through_context_hooks():
+    from langchain_core.tracers.context import collect_runs
+
+    judge = ThinkingRewardJudge(backend=FakeBackend(["0.5"]))
+    with collect_runs() as collector:
+        await judge.abatch([ITEM, ITEM, ITEM])
+    assert len(collector.traced_runs) == 3
+
+
+def test_lone_surrogates_are_an_input_error():
+    backend = FakeBackend(["0.5"])
+    result = ThinkingRewardJudge(backend=backend).invoke({"question": "q\udc80", "response": "r"})
+    assert result.error_type == "InputError"
+    assert "Unicode" in result.error
+    assert backend.requests == []
