@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from backends import _torchvision_shim
 from backends.base import Completion, JudgeRequest, Result, SyncBackend, TokenLogprob
 from backends.errors import BackendError, BackendUnavailableError
 
@@ -25,12 +26,7 @@ INSTALL_HINT = (
 
 def import_vllm() -> Any:
     """Import vllm, or raise BackendUnavailableError saying which extra to install."""
-    try:
-        shim = importlib.import_module("backends._torchvision_shim")
-    except ModuleNotFoundError:
-        shim = None
-    if shim is not None:
-        shim.apply()
+    _torchvision_shim.install()  # a no-op unless torchvision's CUDA build sits beside CPU torch
     try:
         return importlib.import_module("vllm")
     except ImportError as exc:

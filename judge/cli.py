@@ -68,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         help=f"model id or folder (offline default: {DEFAULT_MODEL}; "
         f"server default: {SERVED_MODEL_NAME})",
     )
-    score.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var with the API key")
+    score.add_argument(
+        "--api-key-env", help="env var holding the server's API key (default: VLLM_API_KEY)"
+    )
     score.add_argument("--max-model-len", type=int, default=8192, help="offline context length")
     score.add_argument("--timeout", type=float, default=120.0, help="server request timeout (s)")
     score.add_argument("--json", action="store_true", help="print the whole ThinkingScore")
@@ -147,6 +149,8 @@ def _demo(args: argparse.Namespace) -> int:
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
         "VLLM_CPU_KVCACHE_SPACE": "1",
+        "TORCHDYNAMO_DISABLE": "1",  # no inductor compile of the sampler: faster start
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # in-process engine core: less memory
     }.items():
         os.environ.setdefault(key, value)
     from judge.testing import build_tiny_model

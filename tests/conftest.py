@@ -1,0 +1,33 @@
+"""Shared test settings: nothing reaches a model hub, caches stay in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_CACHE = Path(tempfile.mkdtemp(prefix="thinking-judge-tests-"))
+
+# Set before anything imports vLLM, transformers or torch (they read these at import).
+TEST_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "VLLM_HOST_IP": "127.0.0.1",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_LOGGING_LEVEL": "WARNING",
+    "VLLM_CACHE_ROOT": str(_CACHE / "vllm"),
+    "TORCHINDUCTOR_CACHE_DIR": str(_CACHE / "inductor"),
+    "HF_HOME": str(_CACHE / "hf"),
+    "XDG_CACHE_HOME": str(_CACHE / "xdg"),
+    "TOKENIZERS_PARALLELISM": "false",
+    # vLLM compiles its sampler with inductor on first use of logprobs (16-18 s on CPU).
+    "TORCHDYNAMO_DISABLE": "1",
+    # The in-process engine without its engine-core subprocess: 2x faster to load and
+    # 1.2 GB smaller. The session server sets it back to 1 for itself.
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    # Anything the tests start must not need the real API key of whoever runs them.
+    "OPENAI_API_KEY": "EMPTY",
+}
+os.environ.update(TEST_ENV)
