@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from backends import _torchvision_shim
+from backends import _torch_compat
 from backends.base import Completion, JudgeRequest, Result, SyncBackend, TokenLogprob
 from backends.errors import BackendError, BackendUnavailableError
 
@@ -26,7 +26,7 @@ INSTALL_HINT = (
 
 def import_vllm() -> Any:
     """Import vllm, or raise BackendUnavailableError saying which extra to install."""
-    _torchvision_shim.install()  # a no-op unless torchvision's CUDA build sits beside CPU torch
+    _torch_compat.install()  # a no-op unless pip mixed torch builds (see the module)
     try:
         return importlib.import_module("vllm")
     except ImportError as exc:

@@ -100,7 +100,10 @@ def _server_backend(args: argparse.Namespace) -> Backend:
 
 
 def _offline_backend(model: str, **engine_kwargs: Any) -> Backend:
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # stdout carries the result alone (--json is parsed by scripts); vLLM logs to stdout
+    # unless told otherwise. Both settings yield to the user's own environment.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     from backends.vllm_offline import VLLMOfflineBackend
 
     return VLLMOfflineBackend(model, **engine_kwargs).load()

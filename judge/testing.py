@@ -216,7 +216,7 @@ def _move_into_place(
 
 def _write_model_folder(folder: pathlib.Path, seed: int) -> None:
     """Write every file of the model into ``folder``, the marker file last."""
-    from backends._torchvision_shim import install
+    from backends._torch_compat import install
 
     install()  # transformers imports torchvision for Qwen2.5-VL
     tokenizer = _train_tokenizer()

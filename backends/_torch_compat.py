@@ -1,4 +1,12 @@
-"""Let ``import torchvision`` succeed when its compiled operators cannot load.
+"""Let torch's companion packages import, or stay out of the way, beside vLLM's CPU torch.
+
+Two repairs, both no-ops on a consistent install (e.g. vLLM's GPU wheels):
+
+* torchvision built for CUDA beside a CPU torch: its operator schemas are declared so
+  that ``import torchvision`` succeeds (below).
+* torchaudio / torchcodec built for another torch: their libraries cannot load, so they
+  are made to look absent (:func:`_hide_unloadable_media_packages`); judging images
+  needs neither.
 
 vLLM's CPU wheel pins a CPU build of torch, but the torchvision that pip then takes
 from PyPI is a CUDA build: its ``_C`` extension needs ``libtorch_cuda.so`` and does
@@ -23,7 +31,7 @@ extension entry point group, ``torch.backends``, which torch calls at the end of
 ``import torch`` in every process (unless ``TORCH_DEVICE_BACKEND_AUTOLOAD=0``)::
 
     [project.entry-points."torch.backends"]
-    torchvision_shim = "backends._torchvision_shim:autoload"
+    torch_compat = "backends._torch_compat:autoload"
 
 Where the project is not installed, call :func:`install` before importing
 transformers.
