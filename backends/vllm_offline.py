@@ -69,7 +69,14 @@ class VLLMOfflineBackend(SyncBackend):
         self.model = served_model_name or model
         self.engine_kwargs = engine_kwargs
         self._llm = llm
-        self._vllm_version: str | None = None
+        self._vllm_module: Any = None
+
+    @property
+    def _vllm(self) -> Any:
+        """The vllm module, imported once."""
+        if self._vllm_module is None:
+            self._vllm_module = import_vllm()
+        return self._vllm_module
 
     @property
     def llm(self) -> Any:
@@ -88,8 +95,7 @@ class VLLMOfflineBackend(SyncBackend):
         return self
 
     def _load(self) -> Any:
-        vllm = import_vllm()
-        self._vllm_version = getattr(vllm, "__version__", None)
+        vllm = self._vllm
         try:
             return vllm.LLM(model=self.model_path, **self.engine_kwargs)
         except Exception as exc:  # vLLM raises many kinds; all mean "cannot load"
@@ -128,7 +134,7 @@ class VLLMOfflineBackend(SyncBackend):
         return [self._completion(output, latency) for output in outputs]
 
     def _sampling_params(self, request: JudgeRequest) -> Any:
-        vllm = import_vllm()
+        vllm = self._vllm
         fields = _field_names(vllm.SamplingParams)
         kwargs: dict[str, Any] = {
             "temperature": request.temperature,
@@ -164,8 +170,8 @@ class VLLMOfflineBackend(SyncBackend):
     def describe(self) -> dict[str, Any]:
         """Backend, model and, once loaded, the vLLM version."""
         info = super().describe()
-        if self._vllm_version:
-            info["vllm_version"] = self._vllm_version
+        if self._vllm_module is not None:
+            info["vllm_version"] = getattr(self._vllm_module, "__version__", None)
         return info
 
     def close(self) -> None:

@@ -148,8 +148,7 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
     def _judge_batch(
         self, inputs: list[JudgeInput], config: list[RunnableConfig]
     ) -> list[ThinkingScore | Exception]:
-        prepared = [self._prepare(item) for item in inputs]
-        requests = [p.request for p in prepared if p.request is not None]
+        prepared, requests = self._prepare_all(inputs)
         results = self.backend.generate(requests, max_concurrency=_max_concurrency(config))
         return self._finish(prepared, results)
 
@@ -158,14 +157,20 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
     ) -> list[ThinkingScore | Exception]:
         if any("image" in item or "images" in item for item in inputs if isinstance(item, dict)):
             # Image encoding is CPU work: keep it off the event loop.
-            prepared = await asyncio.to_thread(lambda: [self._prepare(i) for i in inputs])
+            prepared, requests = await asyncio.to_thread(self._prepare_all, inputs)
         else:
-            prepared = [self._prepare(item) for item in inputs]
-        requests = [p.request for p in prepared if p.request is not None]
+            prepared, requests = self._prepare_all(inputs)
         results = await self.backend.agenerate(requests, max_concurrency=_max_concurrency(config))
         return self._finish(prepared, results)
 
     # -- shared, pure steps ---------------------------------------------------------------
+
+    def _prepare_all(
+        self, inputs: Sequence[JudgeInput]
+    ) -> tuple[list[_Prepared], list[JudgeRequest]]:
+        """Prepare every input; the requests of those that are valid, in order."""
+        prepared = [self._prepare(item) for item in inputs]
+        return prepared, [p.request for p in prepared if p.request is not None]
 
     def _prepare(self, item: JudgeInput) -> _Prepared:
         """Validate one input and render its request; input errors become values."""

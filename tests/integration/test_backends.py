@@ -184,3 +184,9 @@ def test_logprobs_come_back(backend: Backend, top):
     for position in completion.logprobs:
         assert len(position.top) >= top
         assert position.logprob <= 0.0
+
+
+def test_offline_metadata_names_the_vllm_version(offline_backend):
+    result = ThinkingRewardJudge(backend=offline_backend).invoke(ITEM)
+    assert result.metadata["vllm_version"].startswith("0.")
+    assert result.metadata["backend"] == "vllm-offline"

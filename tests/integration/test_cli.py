@@ -46,20 +46,15 @@ def make_png_module():
     return make
 
 
-def test_score_on_a_server_reports_the_junk_answer_as_a_failure(vllm_server, chart):
-    base_url = str(vllm_server.base_urls[0])
-    proc = thinking_judge(
-        "score",
-        "--base-url",
-        base_url,
-        "--question",
-        QUESTION,
-        "--response",
-        RESPONSE,
-        "--image",
-        str(chart),
-        "--json",
+def score_on(server, *extra: str) -> subprocess.CompletedProcess[str]:
+    url = str(server.base_urls[0])
+    return thinking_judge(
+        "score", "--base-url", url, "--question", QUESTION, "--response", RESPONSE, *extra
     )
+
+
+def test_score_on_a_server_reports_the_junk_answer_as_a_failure(vllm_server, chart):
+    proc = score_on(vllm_server, "--image", str(chart), "--json")
     assert proc.returncode == 1, proc.stderr
     result = json.loads(proc.stdout)
     assert result["score"] is None
@@ -70,19 +65,8 @@ def test_score_on_a_server_reports_the_junk_answer_as_a_failure(vllm_server, cha
 
 
 def test_score_text_only_uses_fewer_tokens_than_with_an_image(vllm_server, chart):
-    base_url = str(vllm_server.base_urls[0])
-    common = [
-        "score",
-        "--base-url",
-        base_url,
-        "--question",
-        QUESTION,
-        "--response",
-        RESPONSE,
-        "--json",
-    ]
-    with_image = json.loads(thinking_judge(*common, "--image", str(chart)).stdout)
-    text_only = json.loads(thinking_judge(*common).stdout)
+    with_image = json.loads(score_on(vllm_server, "--json", "--image", str(chart)).stdout)
+    text_only = json.loads(score_on(vllm_server, "--json").stdout)
     assert with_image["usage"]["prompt_tokens"] > text_only["usage"]["prompt_tokens"]
 
 
