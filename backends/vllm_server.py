@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -92,6 +93,29 @@ def _server_root(base_url: URL) -> URL:
     return base_url.with_query(None).with_path(
         path[: -len("/v1")] if path.endswith("/v1") else path
     )
+
+
+def server_flags(options: Mapping[str, Any]) -> list[str]:
+    """Command-line flags for vLLM server options given by keyword.
+
+    Args:
+        options: ``{"max_model_len": 4096, "enforce_eager": True, ...}``.
+
+    Returns:
+        ``["--max-model-len", "4096", "--enforce-eager", ...]``.
+    """
+    flags: list[str] = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is False:
+            flags.append("--no-" + flag[2:])
+        elif isinstance(value, (Mapping, list, tuple)):
+            flags += [flag, json.dumps(value)]
+        elif value is not None:
+            flags += [flag, str(value)]
+    return flags
 
 
 def _free_port(host: str) -> int:
@@ -277,7 +301,8 @@ class VLLMServerBackend(OpenAICompatibleBackend):
         startup_timeout: float = 600.0,
         python: str = sys.executable,
         log_file: str | os.PathLike[str] | None = None,
-        **backend_kwargs: Any,
+        backend_kwargs: Mapping[str, Any] | None = None,
+        **server_options: Any,
     ) -> Self:
         """Start a vLLM server, wait until it is healthy, and return its backend.
 
@@ -297,7 +322,18 @@ class VLLMServerBackend(OpenAICompatibleBackend):
             python: The interpreter to run the server with.
             log_file: Where the server's output goes; a temporary file when None.
                 Kept afterwards; its path is :attr:`log_path`.
-            **backend_kwargs: Passed to the constructor (``api_key``, ``timeout``...).
+            backend_kwargs: Passed to the constructor (``api_key``, ``timeout``...).
+            **server_options: Server flags by name: ``max_model_len=4096`` is
+                ``--max-model-len 4096``; True adds the bare flag, False its ``--no-``
+                form; mappings and lists are passed as JSON
+                (``limit_mm_per_prompt={"image": 2}``).
+
+        Example:
+            .. code-block:: python
+
+                with VLLMServerBackend.launch("bunny127/SophiaVL-R1-Thinking-Reward-Model-3B",
+                                              max_model_len=8192, enforce_eager=True) as backend:
+                    ThinkingRewardJudge(backend=backend).batch(inputs)
 
         Returns:
             The backend, connected to the healthy server.
@@ -306,10 +342,15 @@ class VLLMServerBackend(OpenAICompatibleBackend):
             BackendUnavailableError: The server exited or was not healthy in time; the
                 message quotes the end of its log.
         """
+        if "api_key" in server_options:
+            raise ValueError(
+                "pass the API key as backend_kwargs={'api_key': ...}: it reaches the server "
+                "through its environment, never its command line"
+            )
         port = _free_port(host) if port is None else port
         connect_host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
         netloc = f"[{connect_host}]" if ":" in connect_host else connect_host
-        backend = cls(f"http://{netloc}:{port}/v1", served_model_name, **backend_kwargs)
+        backend = cls(f"http://{netloc}:{port}/v1", served_model_name, **(backend_kwargs or {}))
         if log_file is None:
             handle, name = tempfile.mkstemp(prefix="vllm-server-", suffix=".log")
             os.close(handle)
@@ -331,6 +372,7 @@ class VLLMServerBackend(OpenAICompatibleBackend):
             "--served-model-name",
             served_model_name,
             *server_args,
+            *server_flags(server_options),
         ]
         logger.info("starting a vLLM server on port %d; log: %s", port, backend.log_path)
         with backend.log_path.open("ab") as log:

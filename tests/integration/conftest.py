@@ -20,7 +20,7 @@ from backends.vllm_server import VLLMServerBackend
 from judge.testing import build_tiny_model
 
 MAX_MODEL_LEN = 4096
-LIMIT_MM = '{"image": 2, "video": 0}'
+LIMIT_MM = {"image": 2, "video": 0}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -44,21 +44,15 @@ def vllm_server(tiny_model: Path, server_log: Path) -> Iterator[VLLMServerBacken
     backend = VLLMServerBackend.launch(
         str(tiny_model),
         served_model_name="thinking-reward-model",
-        server_args=[
-            "--max-model-len",
-            str(MAX_MODEL_LEN),
-            "--dtype",
-            "bfloat16",
-            "--enforce-eager",
-            "--skip-mm-profiling",
-            "--limit-mm-per-prompt",
-            LIMIT_MM,
-        ],
         log_file=server_log,
         env={"VLLM_ENABLE_V1_MULTIPROCESSING": "1"},
         startup_timeout=900,
-        max_retries=1,
-        timeout=120,
+        backend_kwargs={"max_retries": 1, "timeout": 120},
+        max_model_len=MAX_MODEL_LEN,
+        dtype="bfloat16",
+        enforce_eager=True,
+        skip_mm_profiling=True,
+        limit_mm_per_prompt=LIMIT_MM,
     )
     with backend:
         yield backend

@@ -856,7 +856,7 @@ def test_launch_fails_fast_with_the_log_tail(tmp_path):
             "some/model",
             env=env,
             log_file=log,
-            api_key="sk-launch-secret-42",
+            backend_kwargs={"api_key": "sk-launch-secret-42"},
             server_args=["--max-model-len", "64"],
         )
     message = str(caught.value)
@@ -899,7 +899,9 @@ def test_launch_serves_and_close_stops_the_server(tmp_path, ignore_sigterm):
     env = _write_module(tmp_path, "fake_vllm", _FAKE_VLLM)
     if ignore_sigterm:
         env["IGNORE_SIGTERM"] = "1"
-    with FakeVLLM.launch("dir/model", env=env, startup_timeout=60, max_retries=0) as backend:
+    with FakeVLLM.launch(
+        "dir/model", env=env, startup_timeout=60, backend_kwargs={"max_retries": 0}
+    ) as backend:
         assert backend.health()
         assert backend.describe()["vllm_version"] == "0.0-fake"
         assert backend.model == "thinking-reward-model"
@@ -956,3 +958,32 @@ async def test_vllm_health_needs_every_replica(server, make_backend):
 def test_credentials_in_url_need_a_single_url():
     with pytest.raises(ValueError, match="single base_url"):
         OpenAICompatibleBackend(["http://u:pass1234@h1/v1", "http://h2/v1"], "m")
+
+
+def test_server_flags_from_keywords():
+    from backends.vllm_server import server_flags
+
+    assert server_flags(
+        {
+            "max_model_len": 4096,
+            "enforce_eager": True,
+            "enable_prefix_caching": False,
+            "limit_mm_per_prompt": {"image": 2, "video": 0},
+            "dtype": "bfloat16",
+            "seed": None,
+        }
+    ) == [
+        "--max-model-len",
+        "4096",
+        "--enforce-eager",
+        "--no-enable-prefix-caching",
+        "--limit-mm-per-prompt",
+        '{"image": 2, "video": 0}',
+        "--dtype",
+        "bfloat16",
+    ]
+
+
+def test_launch_refuses_an_api_key_on_the_command_line():
+    with pytest.raises(ValueError, match="backend_kwargs"):
+        VLLMServerBackend.launch("m", api_key="sk-never-on-argv")
