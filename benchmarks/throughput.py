@@ -111,9 +111,10 @@ def serve(port_queue: Any, delay: float) -> None:
 # --------------------------------------------------------------------------- inputs
 
 
-def small_png() -> bytes:
-    """A 64x48 bar chart."""
+def small_png(variant: int = 0) -> bytes:
+    """A 64x48 bar chart; each ``variant`` differs in one pixel, so in its bytes."""
     image = Image.new("RGB", (64, 48), (240, 240, 240))
+    image.putpixel((variant % 64, 0), (variant // 64 % 256, 0, 0))
     for x in range(8, 56, 12):
         for y in range(48 - (x % 40) - 4, 48):
             for dx in range(8):
@@ -123,12 +124,13 @@ def small_png() -> bytes:
     return buffer.getvalue()
 
 
-def make_inputs(n: int, png: bytes) -> list[dict[str, Any]]:
+def make_inputs(n: int, png: bytes, *, distinct: bool) -> list[dict[str, Any]]:
+    """``n`` judge inputs sharing ``png``, or each with an image of its own."""
     return [
         {
             "question": f"Which month had the most sales? (item {i})",
             "response": RESPONSE,
-            "image": png,
+            "image": small_png(i) if distinct else png,
         }
         for i in range(n)
     ]
@@ -230,6 +232,12 @@ def main() -> None:
         "--card-n", type=int, default=None, help="requests for (c); default n/20, at least 50"
     )
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--distinct-images",
+        action="store_true",
+        help="give every input its own image (default: one image shared, as the completions "
+        "of one RL prompt share it; the judge checks and encodes repeated bytes once)",
+    )
     parser.add_argument("--delay", type=float, default=0.020, help="host reply delay, s")
     parser.add_argument(
         "--repeat", type=int, default=3, help="measure (a), (a0), (b) this often, keep the best"
@@ -244,7 +252,7 @@ def main() -> None:
     try:
         url = f"http://127.0.0.1:{port_queue.get(timeout=60)}/v1"
         png = small_png()
-        inputs = make_inputs(args.n, png)
+        inputs = make_inputs(args.n, png, distinct=args.distinct_images)
         best = asyncio.run(run_async_rows(url, inputs, args.concurrency, args.repeat))
         card_s = run_card(url, inputs[:card_n])
     finally:
@@ -261,7 +269,8 @@ def main() -> None:
     rate = {key: n / seconds for key, _, n, seconds in rows}
     print(
         f"host: aiohttp in its own process, '0.7' after {args.delay * 1000:g} ms; "
-        f"image: {len(png)}-byte PNG; CPUs: {multiprocessing.cpu_count()}; "
+        f"image: {len(png)}-byte PNG, {'one per input' if args.distinct_images else 'shared'}; "
+        f"CPUs: {multiprocessing.cpu_count()}; "
         f"best of {args.repeat} for (a), (a0), (b)"
     )
     print(f"{'':50s} {'requests':>9s} {'seconds':>9s} {'req/s':>9s}")
