@@ -61,6 +61,8 @@ _MEDIA_LIBRARIES = (
 
 # torch drops a library's registrations when the Library object is collected.
 _library: Any = None
+# The media packages are checked once per process (a check may load a library).
+_media_checked = False
 
 
 def install() -> bool:
@@ -72,8 +74,10 @@ def install() -> bool:
         Whether the shim is in effect: false when torchvision is not installed, was
         imported before, or has working compiled operators.
     """
-    global _library
-    _hide_unloadable_media_packages()
+    global _library, _media_checked
+    if not _media_checked:
+        _media_checked = True  # set first: the check may import torch, which calls us again
+        _hide_unloadable_media_packages()
     if _library is not None:
         return True
     extension = _extension_path()
@@ -150,4 +154,6 @@ def autoload() -> None:
     try:
         install()
     except Exception as error:
-        warnings.warn(f"torchvision shim not installed: {error!r}", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"torch compatibility shim not installed: {error!r}", RuntimeWarning, stacklevel=2
+        )
