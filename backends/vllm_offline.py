@@ -9,6 +9,7 @@ extra to install when it is missing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import time
 from collections.abc import Mapping, Sequence
@@ -179,6 +180,7 @@ class VLLMOfflineBackend(SyncBackend):
         self._llm = None
 
 
+@functools.lru_cache(maxsize=4)
 def _field_names(cls: type) -> frozenset[str]:
     """Field names of a msgspec Struct (vLLM >= 0.6) or a dataclass."""
     names = getattr(cls, "__struct_fields__", None)
