@@ -40,6 +40,10 @@ class JudgeRequest:
         top_logprobs: How many alternatives to return per generated token; None for no
             logprobs.
         extra: Backend-specific request fields (e.g. vLLM's ``structured_outputs``).
+        continue_final_message: The last message is an assistant message the model
+            continues (no new assistant turn is opened), as vLLM's
+            ``continue_final_message`` / ``add_generation_prompt=false`` do. Only
+            backends with :attr:`Backend.supports_continuation` honour it.
     """
 
     messages: list[dict[str, Any]]
@@ -48,6 +52,7 @@ class JudgeRequest:
     repetition_penalty: float | None = 1.0
     top_logprobs: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    continue_final_message: bool = False
 
     def sampling(self) -> dict[str, Any]:
         """The sampling parameters, as recorded in a score's metadata."""
@@ -57,6 +62,8 @@ class JudgeRequest:
         if self.top_logprobs is not None:
             params["logprobs"] = True
             params["top_logprobs"] = self.top_logprobs
+        if self.continue_final_message:
+            params["continue_final_message"] = True
         params.update(self.extra)
         return params
 
@@ -127,6 +134,8 @@ class Backend(ABC):
     model: str = ""
     supports_repetition_penalty: bool = True
     supports_structured_outputs: bool = False
+    supports_continuation: bool = False
+    """Whether :attr:`JudgeRequest.continue_final_message` is honoured."""
 
     @abstractmethod
     def generate(

@@ -284,6 +284,10 @@ class OpenAICompatibleBackend(AsyncBackend):
             the class default (False here: OpenAI's own API rejects unknown fields with
             a 400. vLLM and SGLang accept it; use :class:`VLLMServerBackend` for vLLM,
             or pass True).
+        supports_continuation: Whether the host continues a final assistant message
+            when sent vLLM's ``continue_final_message: true`` and
+            ``add_generation_prompt: false`` (vLLM and SGLang do); None keeps the class
+            default (False here).
 
     A :class:`~backends.base.Completion`'s ``latency_s`` runs from the moment its request
     got one of the ``max_concurrency`` slots to its reply, retries and backoff included.
@@ -311,6 +315,7 @@ class OpenAICompatibleBackend(AsyncBackend):
         headers: Mapping[str, str] | None = None,
         extra_body: Mapping[str, Any] | None = None,
         supports_repetition_penalty: bool | None = None,
+        supports_continuation: bool | None = None,
     ) -> None:
         super().__init__()
         urls = [URL(u.rstrip("/")) for u in ([base_url] if isinstance(base_url, str) else base_url)]
@@ -358,6 +363,8 @@ class OpenAICompatibleBackend(AsyncBackend):
         self.extra_body: dict[str, Any] = dict(extra_body or {})
         if supports_repetition_penalty is not None:
             self.supports_repetition_penalty = supports_repetition_penalty
+        if supports_continuation is not None:
+            self.supports_continuation = supports_continuation
         self._chat_urls = tuple((u / "chat" / "completions").with_query(u.query) for u in urls)
         self._shown_chat_urls = tuple(str(_display_url(u)) for u in self._chat_urls)
         self._shown_base_urls = [str(_display_url(u)) for u in urls]
@@ -387,7 +394,9 @@ class OpenAICompatibleBackend(AsyncBackend):
         """The JSON body sent for ``request`` (the model, messages and sampling).
 
         ``repetition_penalty`` is sent only when set and the host supports it;
-        ``logprobs`` / ``top_logprobs`` only when asked for; then :attr:`extra_body`,
+        ``logprobs`` / ``top_logprobs`` only when asked for; vLLM's
+        ``continue_final_message`` / ``add_generation_prompt`` for a continuation; then
+        :attr:`extra_body`,
         then the request's own ``extra``.
         """
         body: dict[str, Any] = {
@@ -401,6 +410,9 @@ class OpenAICompatibleBackend(AsyncBackend):
         if request.top_logprobs is not None:
             body["logprobs"] = True
             body["top_logprobs"] = request.top_logprobs
+        if request.continue_final_message:
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
         if self.extra_body:
             body.update(self.extra_body)
         if request.extra:

@@ -56,6 +56,7 @@ class VLLMOfflineBackend(SyncBackend):
 
     name = "vllm-offline"
     supports_structured_outputs = True
+    supports_continuation = True
 
     def __init__(
         self,
@@ -110,8 +111,25 @@ class VLLMOfflineBackend(SyncBackend):
     ) -> list[Result]:
         """Run the batch as one ``LLM.chat`` call; one result per request, in order.
 
+        Continuations (``continue_final_message``) and new turns need different chat
+        template flags, so a batch that mixes them is two calls.
         ``max_concurrency`` does not apply: the engine schedules the batch itself.
         """
+        groups: dict[bool, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(request.continue_final_message, []).append(index)
+        if len(groups) <= 1:
+            return self._chat(requests)
+        results: list[Result | None] = [None] * len(requests)
+        for indices in groups.values():
+            for index, result in zip(
+                indices, self._chat([requests[i] for i in indices]), strict=True
+            ):
+                results[index] = result
+        return results  # type: ignore[return-value]  # every slot is filled
+
+    def _chat(self, requests: Sequence[JudgeRequest]) -> list[Result]:
+        """One ``LLM.chat`` call for requests that share ``continue_final_message``."""
         if not requests:
             return []
         try:
@@ -119,9 +137,16 @@ class VLLMOfflineBackend(SyncBackend):
             params = [self._sampling_params(r) for r in requests]
         except BackendError as exc:
             return [exc] * len(requests)
+        continuing = requests[0].continue_final_message
         start = time.perf_counter()
         try:
-            outputs = llm.chat([r.messages for r in requests], params, use_tqdm=False)
+            outputs = llm.chat(
+                [r.messages for r in requests],
+                params,
+                use_tqdm=False,
+                add_generation_prompt=not continuing,
+                continue_final_message=continuing,
+            )
         except Exception as exc:
             if len(requests) == 1:
                 return [BackendError(f"vLLM failed: {_first_line(exc)}", backend=self.name)]
@@ -129,7 +154,7 @@ class VLLMOfflineBackend(SyncBackend):
             return [
                 result
                 for request in requests
-                for result in self.generate([request], max_concurrency=max_concurrency)
+                for result in self._chat([request])
             ]
         latency = time.perf_counter() - start
         return [self._completion(output, latency) for output in outputs]

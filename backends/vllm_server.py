@@ -181,6 +181,7 @@ class VLLMServerBackend(OpenAICompatibleBackend):
     name = "vllm-server"
     supports_repetition_penalty = True
     supports_structured_outputs = True
+    supports_continuation = True
     default_api_key_env: ClassVar[str] = "VLLM_API_KEY"
     server_module: ClassVar[str] = "vllm.entrypoints.openai.api_server"
     """The module :meth:`launch` runs with ``python -m``."""
