@@ -31,12 +31,14 @@ from backends.errors import (
 )
 
 if TYPE_CHECKING:
+    from backends.chat_model import ChatModelBackend
     from backends.fake import FakeBackend
     from backends.openai_compatible import OpenAICompatibleBackend
     from backends.vllm_offline import VLLMOfflineBackend
     from backends.vllm_server import VLLMServerBackend
 
 REGISTRY: dict[str, str] = {
+    "chat-model": "backends.chat_model:ChatModelBackend",
     "fake": "backends.fake:FakeBackend",
     "openai-compatible": "backends.openai_compatible:OpenAICompatibleBackend",
     "vllm-offline": "backends.vllm_offline:VLLMOfflineBackend",
@@ -80,6 +82,7 @@ __all__ = [
     "BackendResponseError",
     "BackendTimeoutError",
     "BackendUnavailableError",
+    "ChatModelBackend",
     "Completion",
     "FakeBackend",
     "JudgeRequest",

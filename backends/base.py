@@ -153,6 +153,14 @@ class Backend(ABC):
         """Provenance for traces and metadata; never secrets."""
         return {"backend": self.name, "model": self.model}
 
+    def sent_sampling(self, request: JudgeRequest) -> dict[str, Any]:
+        """The sampling fields this backend sends for ``request``, as recorded in metadata.
+
+        Backends that add or rename fields (a server's default body, a legacy field name)
+        override it so the record shows what the model was really asked.
+        """
+        return request.sampling()
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the backend holds (connections, engines, servers)."""
 

@@ -151,11 +151,7 @@ class VLLMOfflineBackend(SyncBackend):
             if len(requests) == 1:
                 return [BackendError(f"vLLM failed: {_first_line(exc)}", backend=self.name)]
             # One bad request fails the whole call: run each alone to isolate it.
-            return [
-                result
-                for request in requests
-                for result in self._chat([request])
-            ]
+            return [result for request in requests for result in self._chat([request])]
         latency = time.perf_counter() - start
         return [self._completion(output, latency) for output in outputs]
 
@@ -171,6 +167,11 @@ class VLLMOfflineBackend(SyncBackend):
         if request.top_logprobs is not None:
             kwargs["logprobs"] = request.top_logprobs
         for key, value in request.extra.items():
+            if key == "structured_outputs" and key not in fields and "guided_decoding" in fields:
+                # vLLM < 0.10.2 names it guided_decoding (GuidedDecodingParams).
+                sampling = importlib.import_module("vllm.sampling_params")
+                kwargs["guided_decoding"] = sampling.GuidedDecodingParams(**value)
+                continue
             if key == "structured_outputs":
                 value = _structured_outputs(value)
             elif key not in fields:

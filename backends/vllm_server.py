@@ -7,9 +7,16 @@ does, and adds what vLLM offers on top:
 * ``repetition_penalty`` is sent (vLLM would otherwise apply the model's
   ``generation_config``, 1.05 for the Thinking Reward Model);
 * ``structured_outputs`` (vLLM >= 0.10.2), for every request or per request
-  through ``JudgeRequest.extra``; the legacy ``guided_choice`` / ``guided_regex`` /
-  ``guided_json`` / ``guided_grammar`` fields, which newer vLLM *silently ignores*,
-  are translated into it;
+  through ``JudgeRequest.extra``. The field name depends on the server: vLLM >= 0.10.2
+  *silently ignores* the legacy ``guided_choice`` / ``guided_regex`` / ``guided_json``
+  / ``guided_grammar`` fields (HTTP 200, unconstrained output), and older servers ignore
+  ``structured_outputs``. So before the first constrained request the server's version
+  is asked once (``GET /version``) and every constraint is sent under the name that
+  server honours; when the version cannot be learnt, constrained requests fail with a
+  typed error rather than go out unconstrained (pass ``vllm_version=`` to skip the
+  question);
+* ``continue_final_message`` / ``add_generation_prompt=false`` for requests that
+  continue an assistant message (the expected score's continuations);
 * :meth:`~VLLMServerBackend.health` (``GET /health``) and
   :meth:`~VLLMServerBackend.version` (``GET /version``, cached, recorded in
   :meth:`~VLLMServerBackend.describe`);
@@ -33,6 +40,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -48,7 +56,7 @@ import aiohttp
 from typing_extensions import Self
 from yarl import URL
 
-from backends.base import JudgeRequest
+from backends.base import JudgeRequest, Result
 from backends.errors import (
     BackendError,
     BackendHTTPError,
@@ -72,6 +80,46 @@ _LEGACY_GUIDED = {
 }
 _LOG_TAIL_BYTES = 8192
 _LOG_TAIL_LINES = 40
+
+
+_STRUCTURED_OUTPUTS_SINCE = (0, 10, 2)
+"""The first vLLM release that reads ``structured_outputs`` (and ignores ``guided_*``)."""
+
+
+def reads_structured_outputs(version: str) -> bool:
+    """Whether a vLLM server of ``version`` reads ``structured_outputs``.
+
+    Pre-releases and dev builds count as their release (``0.10.2.dev5`` reads it);
+    a version that does not start with three numbers is taken to be a new one.
+    """
+    match = re.match(r"\s*v?(\d+)\.(\d+)(?:\.(\d+))?", version)
+    if match is None:
+        return True
+    release = tuple(int(part or 0) for part in match.groups())
+    return release >= _STRUCTURED_OUTPUTS_SINCE
+
+
+def _to_legacy(body: dict[str, Any]) -> dict[str, Any]:
+    """Move ``structured_outputs`` into the legacy ``guided_*`` fields (old servers)."""
+    structured = body.get("structured_outputs")
+    if not structured:
+        return body
+    body = dict(body)
+    del body["structured_outputs"]
+    names = {new: old for old, new in _LEGACY_GUIDED.items()}
+    for key, value in structured.items():
+        if key not in names:
+            raise BackendError(
+                f"structured_outputs.{key} has no counterpart on this (pre-0.10.2) vLLM "
+                "server; refusing to send a constraint it would ignore",
+                backend="vllm-server",
+            )
+        body.setdefault(names[key], value)
+    return body
+
+
+def _wants_structure(body: Mapping[str, Any]) -> bool:
+    return "structured_outputs" in body or any(key in body for key in _LEGACY_GUIDED)
 
 
 def _translate_legacy(body: dict[str, Any]) -> dict[str, Any]:
@@ -174,6 +222,8 @@ class VLLMServerBackend(OpenAICompatibleBackend):
         model: The served model name (``--served-model-name``).
         structured_outputs: vLLM ``structured_outputs`` sent with every request
             (e.g. ``{"choice": ["0.0", "0.1", ...]}``); a request's own wins.
+        vllm_version: The server's vLLM version, when known: it decides the name
+            constraints are sent under, without asking ``GET /version``.
         **kwargs: As for :class:`OpenAICompatibleBackend` (``api_key``, ``timeout``,
             ``max_retries``, ``max_concurrency``, ``extra_body``...).
     """
@@ -194,6 +244,7 @@ class VLLMServerBackend(OpenAICompatibleBackend):
         model: str = "thinking-reward-model",
         *,
         structured_outputs: Mapping[str, Any] | None = None,
+        vllm_version: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(base_url, model, **kwargs)
@@ -201,7 +252,7 @@ class VLLMServerBackend(OpenAICompatibleBackend):
             self.extra_body["structured_outputs"] = dict(structured_outputs)
         self.extra_body = _translate_legacy(self.extra_body)
         self._roots = tuple(_server_root(url) for url in self.base_urls)
-        self._vllm_version: str | None = None
+        self._vllm_version: str | None = vllm_version
         self._process: subprocess.Popen[bytes] | None = None
         self._stop_server: weakref.finalize[Any, Any] | None = None
         self.log_path: Path | None = None
@@ -210,11 +261,61 @@ class VLLMServerBackend(OpenAICompatibleBackend):
     # ----------------------------------------------------------------- requests
 
     def request_body(self, request: JudgeRequest) -> dict[str, Any]:
-        """As :meth:`OpenAICompatibleBackend.request_body`, legacy ``guided_*`` translated."""
+        """As :meth:`OpenAICompatibleBackend.request_body`, the constraint under the name
+        the server reads (``structured_outputs``, or ``guided_*`` before vLLM 0.10.2).
+        """  # noqa: D205
         body = super().request_body(request)
-        if request.extra:
-            body = _translate_legacy(body)
+        if not _wants_structure(body):
+            return body
+        body = _translate_legacy(body)
+        if self._vllm_version is not None and not reads_structured_outputs(self._vllm_version):
+            body = _to_legacy(body)
         return body
+
+    def sent_sampling(self, request: JudgeRequest) -> dict[str, Any]:
+        """Every field of the request body but the model and the messages."""
+        body = self.request_body(request)
+        return {k: v for k, v in body.items() if k not in ("model", "messages")}
+
+    async def agenerate(
+        self, requests: Sequence[JudgeRequest], *, max_concurrency: int | None = None
+    ) -> list[Result]:
+        """As :meth:`OpenAICompatibleBackend.agenerate`; learns the server's version first
+        when a request carries a constraint, and fails those requests when it cannot, or
+        when an old server has no field for their constraint.
+        """  # noqa: D205
+        everywhere = _wants_structure(self.extra_body)
+        constrained = [i for i, r in enumerate(requests) if everywhere or _wants_structure(r.extra)]
+        if not constrained:
+            return await super().agenerate(requests, max_concurrency=max_concurrency)
+        refusals: dict[int, BackendError] = {}
+        try:
+            version = await self.aversion()
+        except BackendError as exc:
+            refusal = BackendError(
+                "cannot tell whether this server reads structured_outputs or guided_* "
+                f"(GET /version failed: {exc}); refusing to send a constraint it may ignore "
+                "silently. Pass vllm_version= to VLLMServerBackend to say which it is.",
+                backend=self.name,
+            )
+            refusals = dict.fromkeys(constrained, refusal)
+        else:
+            if not reads_structured_outputs(version):
+                for index in constrained:
+                    try:
+                        self.request_body(requests[index])
+                    except BackendError as exc:
+                        refusals[index] = exc
+        if not refusals:
+            return await super().agenerate(requests, max_concurrency=max_concurrency)
+        sent = [i for i in range(len(requests)) if i not in refusals]
+        done = await super().agenerate([requests[i] for i in sent], max_concurrency=max_concurrency)
+        results: list[Result | None] = [None] * len(requests)
+        for index, refusal in refusals.items():
+            results[index] = refusal
+        for index, result in zip(sent, done, strict=True):
+            results[index] = result
+        return results  # type: ignore[return-value]  # every slot is filled
 
     def describe(self) -> dict[str, Any]:
         """Backend, model, base URL and, once known, the server's ``vllm_version``."""
@@ -243,6 +344,10 @@ class VLLMServerBackend(OpenAICompatibleBackend):
     def health(self, timeout: float = 5.0) -> bool:
         """Sync :meth:`ahealth`."""
         return self._sync_runner.run(self.ahealth(timeout))
+
+    def _probe_url(self, endpoint: int) -> URL:
+        """An ejected replica is re-admitted once ``GET /health`` answers below 500."""
+        return self._roots[endpoint] / "health"
 
     async def aversion(self) -> str:
         """The server's vLLM version (``GET /version``), asked once and then cached.

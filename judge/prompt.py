@@ -11,18 +11,37 @@ The message layout is the card's too: a system message ``"You are a helpful
 assistant."`` and one user message whose content is the text part followed by the image
 part(s); ``"<image> "`` is put before the question when an image is given and the
 question does not already contain ``"<image>"``.
+
+Two output formats exist:
+
+* ``"bare"`` (default): the model card's prompt, byte for byte; the model answers
+  ``0.7``.
+* ``"answer_tag"``: the variant of the SophiaVL-R1 training code
+  (kxfan2002/SophiaVL-R1, ``verl/workers/reward/custom.py``, ``get_process_reward``),
+  which adds the line ``Your response format: <answer>your_score</answer>`` after the
+  reasoning; the model answers ``<answer>0.7</answer>``.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
+OutputFormat = Literal["bare", "answer_tag"]
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("bare", "answer_tag")
+
 TEMPLATE_VERSION = "sophiavl-r1-trm-card/1"
-"""Names the template below; changes whenever its bytes do."""
+"""Names the card's template (format "bare"); changes whenever its bytes do."""
+TEMPLATE_VERSIONS: dict[OutputFormat, str] = {
+    "bare": TEMPLATE_VERSION,
+    "answer_tag": "sophiavl-r1-trm-answer-tag/1",
+}
+"""The template version of each output format."""
+ANSWER_TAG = ("<answer>", "</answer>")
+"""What the ``"answer_tag"`` format wraps the score in."""
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 IMAGE_PLACEHOLDER = "<image>"
@@ -53,9 +72,19 @@ _RUBRIC = (
 _QUESTION = "\n    Question: "
 _REASONING = "\n    Reasoning process: "
 _TAIL = "\n    "
+_FORMAT_LINES: dict[str, str] = {
+    "bare": "",
+    "answer_tag": "\n    Your response format: <answer>your_score</answer>",
+}
 
 
-def render_prompt(question: str, response: str, *, has_image: bool = False) -> str:
+def render_prompt(
+    question: str,
+    response: str,
+    *,
+    has_image: bool = False,
+    output_format: OutputFormat = "bare",
+) -> str:
     """Render the user text exactly as the model card's f-string does.
 
     Args:
@@ -63,17 +92,32 @@ def render_prompt(question: str, response: str, *, has_image: bool = False) -> s
         response: The whole response to judge (``<think>``/``<answer>`` included).
         has_image: Whether an image goes with the question; then ``"<image> "`` is put
             before a question that has no ``"<image>"``.
+        output_format: ``"bare"`` (the card's prompt) or ``"answer_tag"`` (the training
+            code's variant, asking for ``<answer>score</answer>``).
 
     Returns:
         The user message's text part.
+
+    Raises:
+        ValueError: An unknown ``output_format``.
     """
+    try:
+        format_line = _FORMAT_LINES[output_format]
+    except KeyError:
+        raise ValueError(
+            f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}"
+        ) from None
     if has_image and IMAGE_PLACEHOLDER not in question:
         question = f"{IMAGE_PLACEHOLDER} {question}"
-    return f"{_RUBRIC}{_QUESTION}{question}{_REASONING}{response}{_TAIL}"
+    return f"{_RUBRIC}{_QUESTION}{question}{_REASONING}{response}{format_line}{_TAIL}"
 
 
 def render_messages(
-    question: str, response: str, image_parts: Sequence[dict[str, Any]] = ()
+    question: str,
+    response: str,
+    image_parts: Sequence[dict[str, Any]] = (),
+    *,
+    output_format: OutputFormat = "bare",
 ) -> list[dict[str, Any]]:
     """Build the chat messages of one judgment, in the model card's layout.
 
@@ -81,11 +125,14 @@ def render_messages(
         question: The question.
         response: The response to judge.
         image_parts: OpenAI ``image_url`` content parts (see :mod:`judge.images`).
+        output_format: As for :func:`render_prompt`.
 
     Returns:
         ``[system, user]`` with the user content ``[text part, *image_parts]``.
     """
-    text = render_prompt(question, response, has_image=bool(image_parts))
+    text = render_prompt(
+        question, response, has_image=bool(image_parts), output_format=output_format
+    )
     content: list[dict[str, Any]] = [{"type": "text", "text": text}, *image_parts]
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
@@ -104,9 +151,13 @@ def prompt_sha256(messages: Sequence[dict[str, Any]]) -> str:
 
 
 __all__ = [
+    "ANSWER_TAG",
     "IMAGE_PLACEHOLDER",
+    "OUTPUT_FORMATS",
     "SYSTEM_PROMPT",
     "TEMPLATE_VERSION",
+    "TEMPLATE_VERSIONS",
+    "OutputFormat",
     "prompt_sha256",
     "render_messages",
     "render_prompt",

@@ -14,8 +14,8 @@ in-process vLLM engine) sees the whole batch and an HTTP backend keeps
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
@@ -24,20 +24,29 @@ from pydantic import ConfigDict, Field, model_validator
 
 from backends.base import Backend, Completion, JudgeRequest, Result
 from backends.errors import BackendError, ThinkingJudgeError
-from judge.errors import InputError
+from judge.errors import InputError, JudgmentError
 from judge.images import image_parts
-from judge.parse import SCORE_GRID, parse_score
-from judge.prompt import TEMPLATE_VERSION, prompt_sha256, render_messages
+from judge.parse import ScoreTrace, constraint_choices, expected_score, parse_score, trace_answer
+from judge.prompt import ANSWER_TAG, TEMPLATE_VERSIONS, OutputFormat, prompt_sha256, render_messages
+from judge.sanitize import neutralize_special_tokens
 from judge.types import JudgeInput, ThinkingScore
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Prepared:
-    """An input turned into a request, or the reason it could not be."""
+    """One input on its way through a batch: its request, its result, its score trace."""
 
     request: JudgeRequest | None = None
     sha256: str | None = None
     error: InputError | None = None
+    result: Result | None = None
+    trace: ScoreTrace | None = None
+    expected: dict[str, Any] = field(default_factory=dict)
+
+
+# A batch is a sans-I/O dialogue: the steps generator yields the requests to run and is
+# sent their results; the sync and async paths differ only in how they run them.
+_Steps = Generator[list[JudgeRequest], list[Result], list["ThinkingScore | Exception"]]
 
 
 class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
@@ -58,27 +67,48 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
 
     Attributes:
         backend: Where requests go (see :mod:`backends`).
-        max_tokens: Most tokens the model may answer with; enough for
-            ``<answer>1.0</answer>``.
+        max_tokens: Most tokens the model may answer with; None (default) is enough
+            for the output format: 16 for ``"bare"``, 32 for ``"answer_tag"`` (under a
+            constraint the tag may be spelt one character a token).
         temperature: Sampling temperature; 0 (greedy) by default.
         repetition_penalty: Sent where the backend supports it. 1.0 by default, because
             the model's generation_config would otherwise apply 1.05.
         max_pixels: Optional pixel budget: larger images are downsized before sending.
-        constrained: Constrain the answer to the model's eleven answers (``SCORE_GRID``)
-            with vLLM's structured outputs; only on backends that honour it.
+        constrained: Constrain the answer to the model's eleven answers (``SCORE_GRID``,
+            in the output format) with vLLM's structured outputs; only on backends that
+            honour it. An answer outside them is then reported as a failed judgment
+            (the backend ignored the constraint), never scored.
+        expected_score: Also compute the probability-weighted score from the digit
+            tokens' top logprobs (see :func:`judge.parse.expected_score`), into
+            ``ThinkingScore.expected_score``; where the answer does not pass through
+            ``"0."``, one or two short continuation requests (sharing the prompt's
+            cached prefix) read the missing distributions.
+        top_logprobs: Alternatives asked per token when ``expected_score`` is on
+            (OpenAI's and vLLM's default limit is 20).
+        output_format: ``"bare"``: the model card's prompt, byte for byte (default);
+            ``"answer_tag"``: the SophiaVL-R1 training code's variant, which asks for
+            ``<answer>score</answer>``.
         raise_on_error: Raise the typed error of a failed judgment instead of returning
             a ``ThinkingScore`` with ``score=None``.
+        neutralize_special_tokens: Break chat control tokens (``<|im_end|>``,
+            ``<|image_pad|>``...) written in the question or the response, so that a
+            response cannot end its turn or add image slots (see :mod:`judge.sanitize`).
+            On by default; turn it off to send the text exactly as given.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     backend: Backend
-    max_tokens: int = Field(default=16, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=0.0, ge=0.0)
     repetition_penalty: float | None = 1.0
     max_pixels: int | None = Field(default=None, ge=1)
     constrained: bool = False
     raise_on_error: bool = False
+    expected_score: bool = False
+    top_logprobs: int = Field(default=20, ge=1, le=20)
+    output_format: OutputFormat = "bare"
+    neutralize_special_tokens: bool = True
 
     @model_validator(mode="after")
     def _backend_can_constrain(self) -> ThinkingRewardJudge:
@@ -148,20 +178,59 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
     def _judge_batch(
         self, inputs: list[JudgeInput], config: list[RunnableConfig]
     ) -> list[ThinkingScore | Exception]:
-        prepared, requests = self._prepare_all(inputs)
-        results = self.backend.generate(requests, max_concurrency=_max_concurrency(config))
-        return self._finish(prepared, results)
+        steps, limit = self._steps(inputs), _max_concurrency(config)
+        requests = next(steps)
+        while True:
+            try:
+                requests = steps.send(self.backend.generate(requests, max_concurrency=limit))
+            except StopIteration as done:
+                return done.value
 
     async def _ajudge_batch(
         self, inputs: list[JudgeInput], config: list[RunnableConfig]
     ) -> list[ThinkingScore | Exception]:
+        steps, limit = self._steps(inputs), _max_concurrency(config)
         if any("image" in item or "images" in item for item in inputs if isinstance(item, dict)):
             # Image encoding is CPU work: keep it off the event loop.
-            prepared, requests = await asyncio.to_thread(self._prepare_all, inputs)
+            requests = await asyncio.to_thread(next, steps)
         else:
-            prepared, requests = self._prepare_all(inputs)
-        results = await self.backend.agenerate(requests, max_concurrency=_max_concurrency(config))
-        return self._finish(prepared, results)
+            requests = next(steps)
+        while True:
+            results = await self.backend.agenerate(requests, max_concurrency=limit)
+            try:
+                requests = steps.send(results)
+            except StopIteration as done:
+                return done.value
+
+    # -- the batch as a dialogue with the backend ------------------------------------------
+
+    def _steps(self, inputs: Sequence[JudgeInput]) -> _Steps:
+        """Prepare, ask, and (for the expected score) ask the continuations still needed."""
+        prepared, requests = self._prepare_all(inputs)
+        results = yield requests
+        pending = iter(results)
+        for item in prepared:
+            if item.request is not None:
+                item.result = next(pending)
+        if self.expected_score:
+            for item in prepared:
+                self._start_trace(item)
+            for _ in range(2):  # "0" then, only if still needed, "0."
+                waiting = [(item, item.trace.missing()) for item in prepared if item.trace]
+                waiting = [(item, after) for item, after in waiting if after is not None]
+                if not self.backend.supports_continuation:
+                    for item, _after in waiting:
+                        item.expected["reason"] = (
+                            f"the {self.backend.name!r} backend cannot continue an assistant "
+                            "message, which this answer needs (supports_continuation=False)"
+                        )
+                    break
+                if not waiting:
+                    break
+                continuations = yield [self._continuation(item, after) for item, after in waiting]
+                for (item, after), result in zip(waiting, continuations, strict=True):
+                    self._add_continuation(item, after, result)
+        return self._finish(prepared)
 
     # -- shared, pure steps ---------------------------------------------------------------
 
@@ -179,39 +248,131 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
             parts = image_parts(images, max_pixels=self.max_pixels)
         except InputError as exc:
             return _Prepared(error=exc)
-        messages = render_messages(question, response, parts)
+        if self.neutralize_special_tokens:
+            question = neutralize_special_tokens(question)
+            response = neutralize_special_tokens(response)
+        messages = render_messages(question, response, parts, output_format=self.output_format)
         try:
             sha256 = prompt_sha256(messages)
         except TypeError as exc:  # orjson refuses lone surrogates: not sendable as JSON
             return _Prepared(error=InputError(f"the input text is not valid Unicode: {exc}"))
         request = JudgeRequest(
             messages=messages,
-            max_tokens=self.max_tokens,
+            max_tokens=self._max_tokens,
             temperature=self.temperature,
-            repetition_penalty=(
-                self.repetition_penalty if self.backend.supports_repetition_penalty else None
-            ),
-            extra=_CONSTRAINT if self.constrained else {},
+            repetition_penalty=self._repetition_penalty,
+            top_logprobs=self.top_logprobs if self.expected_score else None,
+            extra=self._constraint(),
         )
         return _Prepared(request=request, sha256=sha256)
 
-    def _finish(
-        self, prepared: Sequence[_Prepared], results: Sequence[Result]
-    ) -> list[ThinkingScore | Exception]:
-        """Pair each prepared input with its backend result and score it."""
-        pending = iter(results)
-        return [self._score(p, next(pending) if p.request is not None else None) for p in prepared]
+    @property
+    def _max_tokens(self) -> int:
+        if self.max_tokens is not None:
+            return self.max_tokens
+        return 32 if self.output_format == "answer_tag" else 16
 
-    def _score(self, prepared: _Prepared, result: Result | None) -> ThinkingScore | Exception:
+    @property
+    def _repetition_penalty(self) -> float | None:
+        return self.repetition_penalty if self.backend.supports_repetition_penalty else None
+
+    def _tags(self) -> tuple[str, str]:
+        return ANSWER_TAG if self.output_format == "answer_tag" else ("", "")
+
+    def _constraint(self, after: str = "") -> dict[str, Any]:
+        """The ``structured_outputs`` for the answer (or its rest after ``after``)."""
+        if not self.constrained:
+            return {}
+        prefix, suffix = self._tags()
+        if after:
+            return {"structured_outputs": {"choice": constraint_choices("", suffix, after)}}
+        return {"structured_outputs": {"choice": constraint_choices(prefix, suffix)}}
+
+    # -- the expected score ---------------------------------------------------------------
+
+    def _start_trace(self, item: _Prepared) -> None:
+        """Read the score's distributions off a parsed answer's logprobs."""
+        result = item.result
+        if not isinstance(result, Completion) or _parsed(result.text) is None:
+            return  # a failed judgment has no expected score
+        if not result.logprobs:
+            item.expected["reason"] = "the backend returned no logprobs"
+            return
+        item.trace = trace_answer(result.logprobs)
+        if item.trace is None:
+            item.expected["reason"] = "the answer has no digit token"
+
+    def _continuation(self, item: _Prepared, after: str) -> JudgeRequest:
+        """A request continuing the answer from its prefix + ``after`` ("0" or "0.")."""
+        assert item.request is not None
+        assert item.trace is not None
+        prefix = {"role": "assistant", "content": item.trace.prefix + after}
+        return JudgeRequest(
+            messages=[*item.request.messages, prefix],
+            max_tokens=2 if after == "0" else 1,
+            temperature=0.0,
+            repetition_penalty=item.request.repetition_penalty,
+            top_logprobs=self.top_logprobs,
+            extra=self._constraint(after),
+            continue_final_message=True,
+        )
+
+    @staticmethod
+    def _add_continuation(item: _Prepared, after: str, result: Result) -> None:
+        assert item.trace is not None
+        record: dict[str, Any] = {"after": item.trace.prefix + after}
+        if isinstance(result, Completion):
+            record.update(text=result.text, prompt_tokens=result.prompt_tokens)
+            if result.logprobs:
+                item.trace.add_continuation(after, result.logprobs)
+            else:
+                item.expected["reason"] = "the continuation came back without logprobs"
+                item.trace = None
+        else:
+            record["error"] = str(result)
+            item.expected["reason"] = f"the continuation request failed: {result}"
+            item.trace = None
+        item.expected.setdefault("continuations", []).append(record)
+
+    def _expected(self, item: _Prepared) -> float | None:
+        """Compute the expected score into ``item.expected``; None when there is none."""
+        trace = item.trace
+        if trace is None:
+            return None
+        item.expected.update(trace.details())
+        try:
+            value = expected_score(trace.first, trace.after_zero, trace.after_point)
+        except ValueError as exc:
+            item.expected.setdefault("reason", str(exc))
+            return None
+        item.expected.pop("reason", None)
+        return value
+
+    # -- scoring ----------------------------------------------------------------------------
+
+    def _finish(self, prepared: Sequence[_Prepared]) -> list[ThinkingScore | Exception]:
+        """Score every prepared input from its backend result."""
         info = self.backend.describe()
+        common: dict[str, Any] = {
+            "template_version": TEMPLATE_VERSIONS[self.output_format],
+            "output_format": self.output_format,
+            **info,
+        }
+        return [self._score(item, info, common) for item in prepared]
+
+    def _score(
+        self, item: _Prepared, info: Mapping[str, Any], common: Mapping[str, Any]
+    ) -> ThinkingScore | Exception:
+        result = item.result
         base: dict[str, Any] = {
             "backend": info.get("backend"),
             "model": info.get("model"),
-            "prompt_sha256": prepared.sha256,
+            "prompt_sha256": item.sha256,
         }
-        metadata: dict[str, Any] = {"template_version": TEMPLATE_VERSION, **info}
-        if prepared.request is not None:
-            metadata["sampling"] = prepared.request.sampling()
+        metadata: dict[str, Any] = dict(common)
+        if item.request is not None:
+            metadata["sampling"] = self.backend.sent_sampling(item.request)
+        error: ThinkingJudgeError
         if isinstance(result, Completion):
             base.update(
                 raw=result.text,
@@ -220,17 +381,22 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
                 usage=result.usage(),
             )
             metadata.update(finish_reason=result.finish_reason, attempts=result.attempts)
+            try:
+                score = self._parse(result)
+            except ThinkingJudgeError as exc:
+                error = exc
+            else:
+                expected = self._expected(item) if self.expected_score else None
+                if self.expected_score:
+                    metadata["expected_score"] = item.expected
+                return ThinkingScore(
+                    score=score, expected_score=expected, metadata=metadata, **base
+                )
         elif isinstance(result, BackendError):
             metadata["attempts"] = result.attempts
-        if isinstance(result, Completion):
-            try:
-                return ThinkingScore(score=parse_score(result.text), metadata=metadata, **base)
-            except ThinkingJudgeError as exc:
-                error: ThinkingJudgeError = exc
-        elif isinstance(result, BackendError):
             error = result
-        elif prepared.error is not None:
-            error = prepared.error
+        elif item.error is not None:
+            error = item.error
         else:
             error = BackendError("the backend returned no result for this request")
         if self.raise_on_error:
@@ -238,6 +404,16 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
         return ThinkingScore(
             error=str(error), error_type=type(error).__name__, metadata=metadata, **base
         )
+
+    def _parse(self, result: Completion) -> float:
+        """Parse an answer; under a constraint, refuse one the constraint does not allow."""
+        score = parse_score(result.text)
+        if self.constrained and result.text not in constraint_choices(*self._tags()):
+            raise JudgmentError(
+                f"the answer {result.text[:40]!r} is not one the constraint allows: the "
+                f"{self.backend.name!r} backend did not honour structured outputs"
+            )
+        return score
 
     def _traced_configs(
         self, config: RunnableConfig | list[RunnableConfig] | None, n: int
@@ -256,7 +432,11 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
         return configs
 
 
-_CONSTRAINT = {"structured_outputs": {"choice": list(SCORE_GRID)}}
+def _parsed(text: str) -> float | None:
+    try:
+        return parse_score(text)
+    except ThinkingJudgeError:
+        return None
 
 
 def _has_callbacks(configs: Sequence[RunnableConfig]) -> bool:
@@ -297,7 +477,10 @@ def _fields(item: Any) -> tuple[str, str, Any]:
     for key in ("question", "response"):
         if not isinstance(item.get(key), str):
             got = "nothing" if item.get(key) is None else type(item[key]).__name__
-            raise InputError(f"judge input field {key!r} must be a string, got {got}")
+            hint = " (decode it to text first)" if got in ("bytes", "bytearray") else ""
+            raise InputError(f"judge input field {key!r} must be a string, got {got}{hint}")
+        if not item[key] or item[key].isspace():
+            raise InputError(f"judge input field {key!r} is empty")
     if item.get("image") is not None and item.get("images") is not None:
         raise InputError("give either 'image' or 'images', not both")
     images = item.get("images") if item.get("images") is not None else item.get("image")

@@ -44,6 +44,7 @@ def test_backends_all_resolve():
         "VLLMServerBackend",
         "VLLMOfflineBackend",
         "OpenAICompatibleBackend",
+        "ChatModelBackend",
         "FakeBackend",
     ):
         assert name in backends.__all__
@@ -51,6 +52,7 @@ def test_backends_all_resolve():
 
 def test_registry_names():
     assert backends.backend_class("fake").__name__ == "FakeBackend"
+    assert backends.backend_class("chat-model").__name__ == "ChatModelBackend"
     with pytest.raises(KeyError, match="vllm-server"):
         backends.backend_class("nope")
 

@@ -99,3 +99,38 @@ def test_prompt_hash_is_sha256_of_canonical_json(question, response):
         prompt_sha256(messages)
         == hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
     )
+
+
+# A verbatim copy of the prompt f-string of the SophiaVL-R1 training code
+# (kxfan2002/SophiaVL-R1, verl/workers/reward/custom.py, get_process_reward): the card's
+# prompt plus a response-format line. It is the "answer_tag" output format.
+def training_prompt(prompt_str, reasoning_str, image=None):
+    if image is not None and "<image>" not in prompt_str:
+        prompt_str = f"<image> {prompt_str}"
+
+    prompt = f"""You are an expert reasoning evaluator. I will give you a multimodal question and an answer. Your goal is to judge a reward process and give a score between 0 and 1. You should focus on whether the reasoning process is good rather than whether the final answer is correct.### Evaluation Criteria:\n- **Logical Soundness**: Does each step follow logically from the previous one?\n- **Correct Reasoning**: Are the methods and steps used appropriate and valid? Are the facts and lemmas correctly stated and applied?\n- **Error Identification**: Are there any logical fallacies, unsupported assumptions, or incorrect steps?\n- **Language Consistency**: Is the reasoning process conducted in a single, consistent language without mixing different languages?\n- **Redundancy**: Is the reasoning concise, without unnecessary repetition or extraneous steps?\nProvide a single score from **{{0, 0.1, 0.2, ..., 1.0}}** based on the reasoning quality, where:\n - **0**: Completely flawed reasoning\n- **1**: Perfectly sound reasoning\n- Intermediate values (e.g., 0.3, 0.7) should reflect partial correctness or minor errors.\nBe strict, reward the good process and punish the bad one. You should only output the score without any explanation.
+    Question: {prompt_str}
+    Reasoning process: {reasoning_str}
+    Your response format: <answer>your_score</answer>
+    """
+    return prompt
+
+
+@given(st.text(), st.text(), st.booleans())
+def test_answer_tag_format_is_the_training_codes_prompt(question, response, with_image):
+    image = "base64..." if with_image else None
+    rendered = render_prompt(question, response, has_image=with_image, output_format="answer_tag")
+    assert rendered == training_prompt(question, response, image)
+
+
+def test_bare_stays_the_default_and_unknown_formats_are_refused():
+    assert render_prompt("q", "r") == render_prompt("q", "r", output_format="bare")
+    assert "Your response format" not in render_prompt("q", "r")
+    import pytest
+
+    with pytest.raises(ValueError, match="output_format"):
+        render_prompt("q", "r", output_format="json")
+    messages = render_messages("q", "r", output_format="answer_tag")
+    assert messages[1]["content"][0]["text"].endswith(
+        "Your response format: <answer>your_score</answer>\n    "
+    )

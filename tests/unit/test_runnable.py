@@ -221,8 +221,12 @@ def test_constrained_sends_the_score_grid():
 
 
 def test_constrained_refused_where_it_would_be_ignored():
+    from backends import OpenAICompatibleBackend
+
+    backend = OpenAICompatibleBackend("http://127.0.0.1:9/v1", "m")
     with pytest.raises(ValueError, match="structured outputs"):
-        ThinkingRewardJudge(backend=FakeBackend(), constrained=True)
+        ThinkingRewardJudge(backend=backend, constrained=True)
+    backend.close()
 
 
 def test_score_invariant():

@@ -1,0 +1,100 @@
+"""VLLMServerBackend sends a constraint under the name the server reads, or not at all."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from backends.base import JudgeRequest
+from backends.errors import BackendConnectionError, BackendError
+from backends.vllm_server import VLLMServerBackend, reads_structured_outputs
+
+CHOICE = {"structured_outputs": {"choice": ["0", "1.0"]}}
+
+
+def request(**kwargs) -> JudgeRequest:
+    return JudgeRequest(messages=[{"role": "user", "content": "x"}], **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("version", "reads"),
+    [
+        ("0.32.0", True),
+        ("0.10.2", True),
+        ("0.10.2.dev5+gabc", True),
+        ("0.11.0rc1", True),
+        ("1.0.0", True),
+        ("0.10.1.1", False),
+        ("0.9.2", False),
+        ("0.6.3.post1", False),
+        ("v0.8.5", False),
+        ("unknown-build", True),
+    ],
+)
+def test_which_versions_read_structured_outputs(version, reads):
+    assert reads_structured_outputs(version) is reads
+
+
+def test_new_server_gets_structured_outputs_and_legacy_fields_translated():
+    backend = VLLMServerBackend(vllm_version="0.32.0")
+    body = backend.request_body(request(extra=CHOICE))
+    assert body["structured_outputs"] == {"choice": ["0", "1.0"]}
+    body = backend.request_body(request(extra={"guided_choice": ["0", "1.0"]}))
+    assert "guided_choice" not in body
+    assert body["structured_outputs"] == {"choice": ["0", "1.0"]}
+    backend.close()
+
+
+def test_old_server_gets_guided_fields():
+    backend = VLLMServerBackend(vllm_version="0.9.2")
+    body = backend.request_body(request(extra=CHOICE))
+    assert "structured_outputs" not in body
+    assert body["guided_choice"] == ["0", "1.0"]
+    body = backend.request_body(request(extra={"structured_outputs": {"regex": "[01]"}}))
+    assert body["guided_regex"] == "[01]"
+    with pytest.raises(BackendError, match="no counterpart"):
+        backend.request_body(request(extra={"structured_outputs": {"structural_tag": "x"}}))
+    backend.close()
+
+
+def test_sent_sampling_is_the_body_without_model_and_messages():
+    backend = VLLMServerBackend(vllm_version="0.9.2", extra_body={"top_k": 1})
+    sent = backend.sent_sampling(request(extra=CHOICE, continue_final_message=True))
+    assert sent == {
+        "max_tokens": 16,
+        "temperature": 0.0,
+        "repetition_penalty": 1.0,
+        "continue_final_message": True,
+        "add_generation_prompt": False,
+        "top_k": 1,
+        "guided_choice": ["0", "1.0"],
+    }
+    backend.close()
+
+
+def dead_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def test_unknown_version_refuses_constrained_requests_only():
+    backend = VLLMServerBackend(dead_url(), max_retries=0, timeout=5)
+    results = backend.generate([request(extra=CHOICE), request()])
+    assert isinstance(results[0], BackendError)
+    assert "refusing to send a constraint" in str(results[0])
+    assert "vllm_version=" in str(results[0])
+    # The unconstrained request was sent (and met the dead port).
+    assert isinstance(results[1], BackendConnectionError)
+    backend.close()
+
+
+def test_old_server_refuses_a_constraint_it_has_no_field_for():
+    backend = VLLMServerBackend(dead_url(), vllm_version="0.9.2", max_retries=0, timeout=5)
+    odd = request(extra={"structured_outputs": {"structural_tag": "x"}})
+    results = backend.generate([odd, request(extra=CHOICE)])
+    assert "no counterpart" in str(results[0])
+    assert isinstance(results[1], BackendConnectionError)  # sent, as guided_choice
+    backend.close()
