@@ -98,3 +98,19 @@ def test_old_server_refuses_a_constraint_it_has_no_field_for():
     assert "no counterpart" in str(results[0])
     assert isinstance(results[1], BackendConnectionError)  # sent, as guided_choice
     backend.close()
+
+
+def test_continuation_fields_are_sent_only_for_a_continuation():
+    from backends.openai_compatible import OpenAICompatibleBackend
+
+    generic = OpenAICompatibleBackend("http://127.0.0.1:9/v1", "m")
+    assert generic.supports_continuation is False
+    assert OpenAICompatibleBackend(
+        "http://127.0.0.1:9/v1", "m", supports_continuation=True
+    ).supports_continuation
+    body = generic.request_body(request(continue_final_message=True))
+    assert body["continue_final_message"] is True
+    assert body["add_generation_prompt"] is False
+    assert "continue_final_message" not in generic.request_body(request())
+    assert VLLMServerBackend().supports_continuation
+    generic.close()
