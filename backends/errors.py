@@ -6,6 +6,18 @@ here because ``backends`` never imports ``judge``.
 
 Every error carries ``retryable``: True where sending the same request again may
 succeed (connection reset, timeout, 429, 5xx, a truncated reply), False otherwise.
+
+::
+
+    ThinkingJudgeError                  root of everything raised here
+    └── BackendError                    no usable completion came back  (attempts, backend)
+        ├── BackendConnectionError      unreachable host, reset connection      retryable
+        ├── BackendTimeoutError         the request ran out of time             retryable
+        ├── BackendHTTPError            an HTTP error status (status, retry_after)
+        │   │                           retryable for 429 and 5xx only
+        │   └── BackendContextLengthError  the prompt exceeds the model's context
+        ├── BackendResponseError        200, but not a usable chat completion   retryable
+        └── BackendUnavailableError     the backend cannot run here (package, model, memory)
 """
 
 from __future__ import annotations
@@ -73,6 +85,22 @@ class BackendHTTPError(BackendError):
         return self.status == 429 or self.status >= 500
 
 
+class BackendContextLengthError(BackendHTTPError):
+    """The host refused the request because the prompt does not fit the model's context.
+
+    vLLM answers 400 with "This model's maximum context length is N tokens. However,
+    your prompt contains M input tokens..." or "The decoder prompt (length M) is longer
+    than the maximum model length of N"; OpenAI adds the code
+    ``context_length_exceeded``. Sending it again cannot help: shorten the input (or
+    its image) or serve the model with a larger ``--max-model-len``.
+    """
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        """Never: the same prompt will not fit next time either."""
+        return False
+
+
 class BackendResponseError(BackendError):
     """The host answered 200 but the body was not a usable chat completion."""
 
@@ -85,6 +113,7 @@ class BackendUnavailableError(BackendError):
 
 __all__ = [
     "BackendConnectionError",
+    "BackendContextLengthError",
     "BackendError",
     "BackendHTTPError",
     "BackendResponseError",

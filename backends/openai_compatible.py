@@ -5,8 +5,17 @@ is plain: one pooled :class:`aiohttp.ClientSession` per event loop, request bodi
 encoded with ``orjson`` (a 45 KB image encodes in 5 us, against 200 us with the
 stdlib's ``json``), replies read as dicts, no pydantic.
 
-Replicas. ``base_url`` may list several hosts serving the same model: requests are
-spread over them round-robin and a retry goes to the next one.
+Replicas. ``base_url`` may list several hosts serving the same model. Each request
+goes to the live one with the fewest requests in flight (ties: round robin; see
+:mod:`backends._endpoints`). After ``eject_after`` endpoint faults in a row
+(connection refused or reset, timeout, 5xx) a host is ejected for ``cooldown``
+seconds, doubled on each further ejection up to ``cooldown_max``; then a health
+probe (``GET {base_url}/models``; vLLM's ``GET /health``) runs in the background,
+started by whichever request first finds the cool-down over, and re-admits the host
+when it answers with a status below 500. Requests never wait for a probe while
+another host is live. When every host is ejected, requests wait for the first to be
+re-admitted, within their ``deadline``. A single host is never ejected: there is
+nowhere else to go, so retries and backoff alone apply.
 
 Sessions. A session is bound to the event loop it was created on, so the backend
 keeps one per loop, created on first use on that loop: the caller's loop for
@@ -18,27 +27,41 @@ small generator per session closes it then) or when the backend is garbage-colle
 so aiohttp's "Unclosed client session" warning is never emitted. A closed backend
 may be used again: it opens new sessions.
 
-Retries. A request is sent at most ``1 + max_retries`` times; it is sent again after
-an error whose ``retryable`` is True, and only then:
+Retries. What each outcome of an attempt leads to:
 
-- connection refused, reset or broken: :class:`~backends.errors.BackendConnectionError`,
-  retried;
-- no complete reply within ``timeout``: :class:`~backends.errors.BackendTimeoutError`,
-  retried;
-- HTTP 429 and 5xx: :class:`~backends.errors.BackendHTTPError`, retried (after
-  ``Retry-After`` when given);
-- a 200 whose body is truncated, not JSON, or not a chat completion (no choices, an
-  error object): :class:`~backends.errors.BackendResponseError`, retried;
-- any other HTTP status (400 context length, 401, 404, 422...):
-  :class:`~backends.errors.BackendHTTPError`, NOT retried;
-- a request that cannot be encoded as JSON: :class:`~backends.errors.BackendError`
-  with ``attempts=0``, never sent.
+==========================================  =============================  ========  ======
+What happened                               Error                          Retried   Ejects
+==========================================  =============================  ========  ======
+connection refused, reset or broken         ``BackendConnectionError``     yes       yes
+no complete reply within ``timeout``        ``BackendTimeoutError``        yes       yes
+HTTP 5xx                                    ``BackendHTTPError``           yes       yes
+HTTP 429 (backpressure)                     ``BackendHTTPError``           yes [1]_  no
+200, but truncated, not JSON or not a       ``BackendResponseError``       yes       no
+chat completion (no choices, an error)
+HTTP 4xx saying the prompt exceeds the      ``BackendContextLengthError``  no        no
+model's context (vLLM's "maximum context
+length" / "maximum model length")
+any other HTTP status (400, 401, 404, 422)  ``BackendHTTPError``           no        no
+a request that cannot be encoded as JSON    ``BackendError``, attempts=0   never sent
+==========================================  =============================  ========  ======
 
-Between attempts the backend waits ``uniform(0, min(backoff_max, backoff_base *
-2**(n-1)))`` after the n-th failed attempt ("full jitter"), or what the host asked
-for in ``Retry-After`` / ``retry-after-ms`` (seconds or an HTTP date), capped at
-``backoff_max``. The number of attempts is reported in ``Completion.attempts`` and
-``BackendError.attempts``.
+.. [1] after ``Retry-After`` / ``retry-after-ms`` when the host sends one.
+
+A retry waits ``uniform(0, min(backoff_max, backoff_base * 2**(n-1)))`` before the
+n-th retry ("full jitter"), or what the host asked for in ``Retry-After`` /
+``retry-after-ms`` (seconds or an HTTP date), capped at ``backoff_max``. Each request
+has ``max_retries`` retries, with one exception: after an endpoint fault, a retry
+that fails over to a live host the request has not tried yet is free (no budget,
+no backoff), since the fault was the host's, not the request's. So a request is
+sent at most ``1 + max_retries + (hosts - 1)`` times, and a batch finishes as long
+as one host lives, even with ``max_retries=0``.
+
+Deadline. A judgment may take at most ``deadline`` seconds over all its attempts,
+backoff and waits for a host (default ten times ``timeout``; ``math.inf`` for no
+limit). An attempt's timeout is cut to what is left of it, and a retry whose wait
+would pass it is not made: the last error is returned, saying so. The number of
+attempts is reported in ``Completion.attempts`` and ``BackendError.attempts`` (and
+in the message when more than one).
 
 Error messages name the endpoint (without credentials or query) and the host's own
 message, cut to about 300 characters, scrubbed of the API key, of base64 data URLs
@@ -51,14 +74,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email.utils
-import itertools
 import json
 import logging
 import math
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from datetime import timezone
@@ -70,9 +94,11 @@ import orjson
 from pydantic import SecretStr
 from yarl import URL
 
+from backends._endpoints import EndpointPool, PoolEvent
 from backends.base import AsyncBackend, Completion, JudgeRequest, Result, TokenLogprob
 from backends.errors import (
     BackendConnectionError,
+    BackendContextLengthError,
     BackendError,
     BackendHTTPError,
     BackendResponseError,
@@ -94,6 +120,16 @@ _DATA_URL = re.compile(r"data:[\w.+/-]*;base64,[A-Za-z0-9+/=_-]*", re.IGNORECASE
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/=_-]{64,}")
 _REQUEST_ECHO = re.compile(r"""['"](?:input|messages|content)['"]\s*:""")
 _FRAGMENT_CHARS = 32
+_PROBE_TIMEOUT = 5.0
+# How hosts word "the prompt does not fit": vLLM 0.32 ("This model's maximum context
+# length is N tokens...", "... longer than the maximum model length of N", "max_tokens=N
+# cannot be greater than max_model_len=M", "... exceeds the max_model_len N"), OpenAI
+# ("context_length_exceeded"), SGLang ("... longer than the model's context length").
+_CONTEXT_LENGTH = re.compile(
+    r"maximum context length|maximum model length|context[_ ]length[_ ]exceeded"
+    r"|than (?:the )?max_model_len|exceeds the max_model_len|the model's context length",
+    re.IGNORECASE,
+)
 
 
 def scrub(
@@ -263,8 +299,8 @@ class OpenAICompatibleBackend(AsyncBackend):
 
     Args:
         base_url: The API root, ending in ``/v1`` (e.g. ``"http://127.0.0.1:8000/v1"``);
-            or several, for replicas serving the same model: requests are spread over
-            them round-robin, and a retry goes to the next one.
+            or several, for replicas serving the same model: each request goes to the
+            live one with the fewest requests in flight, and a retry to another one.
         model: The model name the host serves.
         api_key: The bearer token; None reads the environment variable named by
             ``api_key_env``; no ``Authorization`` header is sent when neither is set.
@@ -272,11 +308,19 @@ class OpenAICompatibleBackend(AsyncBackend):
         api_key_env: The environment variable to read the key from (default
             ``OPENAI_API_KEY``; ``VLLM_API_KEY`` for :class:`VLLMServerBackend`).
         timeout: Seconds allowed for one attempt, connection to last byte.
-        max_retries: Further attempts after a retryable failure (see the module doc).
+        max_retries: Further attempts after a retryable failure; fail-overs to a host
+            the request has not tried yet are not counted (see the module doc).
+        deadline: Seconds one request may take over all its attempts, backoff and
+            waits for a host; None is ``10 * timeout``, ``math.inf`` no limit.
         max_concurrency: Requests in flight per :meth:`agenerate` call when the call
             passes none; also the least size of each loop's connection pool.
         backoff_base: The first backoff window, in seconds.
         backoff_max: The longest wait between attempts, in seconds.
+        eject_after: Endpoint faults in a row (connection, timeout, 5xx) after which
+            one of several hosts is ejected until a health probe re-admits it.
+        cooldown: Seconds before an ejected host's first health probe; doubled after
+            each failed probe or further ejection.
+        cooldown_max: The longest cool-down, in seconds.
         headers: Extra HTTP headers for every request (never shown).
         extra_body: Fields merged into every request body (a request's own ``extra``
             wins over them).
@@ -294,6 +338,9 @@ class OpenAICompatibleBackend(AsyncBackend):
 
     Raises:
         ValueError: For a base URL that is not http(s) or for non-positive limits.
+
+    The backend cannot be pickled or copied (it holds the API key and live
+    connections): build one per process.
     """
 
     name = "openai-compatible"
@@ -312,6 +359,10 @@ class OpenAICompatibleBackend(AsyncBackend):
         max_concurrency: int = 64,
         backoff_base: float = 0.5,
         backoff_max: float = 20.0,
+        deadline: float | None = None,
+        eject_after: int = 2,
+        cooldown: float = 1.0,
+        cooldown_max: float = 30.0,
         headers: Mapping[str, str] | None = None,
         extra_body: Mapping[str, Any] | None = None,
         supports_repetition_penalty: bool | None = None,
@@ -325,6 +376,9 @@ class OpenAICompatibleBackend(AsyncBackend):
             raise ValueError("timeout and max_concurrency must be positive, max_retries >= 0")
         if backoff_base < 0 or backoff_max < 0:
             raise ValueError("backoff_base and backoff_max must be >= 0")
+        deadline = 10.0 * timeout if deadline is None else float(deadline)
+        if not deadline > 0:
+            raise ValueError("deadline must be positive (math.inf for none)")
         self._api_key: SecretStr | None = None
         self._authorization: SecretStr | None = None
         secrets: list[str] = []
@@ -359,6 +413,7 @@ class OpenAICompatibleBackend(AsyncBackend):
         self.max_concurrency = int(max_concurrency)
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
+        self.deadline = deadline
         self._headers = dict(headers or {})
         self.extra_body: dict[str, Any] = dict(extra_body or {})
         if supports_repetition_penalty is not None:
@@ -368,11 +423,26 @@ class OpenAICompatibleBackend(AsyncBackend):
         self._chat_urls = tuple((u / "chat" / "completions").with_query(u.query) for u in urls)
         self._shown_chat_urls = tuple(str(_display_url(u)) for u in self._chat_urls)
         self._shown_base_urls = [str(_display_url(u)) for u in urls]
-        self._round_robin = itertools.count()
+        self._pool = EndpointPool(
+            len(urls),
+            eject_after=eject_after,
+            cooldown=cooldown,
+            cooldown_max=cooldown_max,
+            probe_stale_after=2 * _PROBE_TIMEOUT,
+        )
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        self._waiters_lock = threading.Lock()
+        self._probes: dict[asyncio.AbstractEventLoop, set[asyncio.Task[None]]] = {}
         self._sessions: dict[asyncio.AbstractEventLoop, _LoopSession] = {}
         self._closing: set[asyncio.Future[Any]] = set()
 
     # ----------------------------------------------------------------- public API
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise TypeError(
+            f"{type(self).__name__} cannot be pickled or copied: it holds an API key and "
+            "live connections; build one in each process instead"
+        )
 
     def __repr__(self) -> str:
         shown = self._shown_base_urls
@@ -507,7 +577,13 @@ class OpenAICompatibleBackend(AsyncBackend):
         return session
 
     async def _aclose_on_current_loop(self) -> None:
-        entry = self._sessions.get(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        probes = self._probes.pop(loop, set())
+        for task in probes:
+            task.cancel()
+        if probes:
+            await asyncio.gather(*probes, return_exceptions=True)
+        entry = self._sessions.get(loop)
         if entry is not None:
             await entry.keeper.aclose()
 
@@ -540,33 +616,58 @@ class OpenAICompatibleBackend(AsyncBackend):
         await asyncio.sleep(seconds)
 
     async def _complete(self, session: aiohttp.ClientSession, request: JudgeRequest) -> Result:
-        """Send one request, retrying as the module doc says."""
+        """Send one request, retrying and failing over as the module doc says."""
         try:
             payload = _dumps(self.request_body(request))
         except (TypeError, ValueError) as exc:
             return BackendError(
-                f"the request cannot be encoded as JSON ({type(exc).__name__})",
+                f"the request cannot be encoded as JSON ({type(exc).__name__}); never sent",
                 backend=self.name,
                 attempts=0,
             )
+        pool = self._pool
         started = perf_counter()
-        first = next(self._round_robin)  # this request's first replica; retries move on
-        attempt = 0
+        deadline = pool.clock() + self.deadline
+        tried: set[int] = set()
+        attempt = retries = 0
+        error: BackendError | None = None
         while True:
+            endpoint = await self._acquire(tried, deadline)
+            if endpoint is None:
+                return self._out_of_time(error)
             attempt += 1
-            endpoint = (first + attempt - 1) % len(self._chat_urls)
-            result = await self._attempt(session, request, payload, endpoint, attempt, started)
+            tried.add(endpoint)
+            result: Completion | BackendError | None = None
+            try:
+                result = await self._attempt(
+                    session, request, payload, endpoint, attempt, started, deadline
+                )
+            finally:
+                self._release(endpoint, result)
             if isinstance(result, Completion):
                 return result
             result.attempts = attempt
-            if not result.retryable or attempt > self.max_retries:
+            error = result
+            if not result.retryable:
                 return result
+            if _is_endpoint_fault(result) and pool.has_live(exclude=tried):
+                logger.debug("failing over after attempt %d: %s", attempt, result)
+                continue  # free: the host failed, not the request
+            if retries >= self.max_retries:
+                return result
+            retries += 1
             delay = backoff_delay(
-                attempt,
+                retries,
                 base=self.backoff_base,
                 cap=self.backoff_max,
                 retry_after=getattr(result, "retry_after", None),
             )
+            if delay >= deadline - pool.clock():
+                return _gave_up(
+                    result,
+                    f"waiting {_secs(delay)} s to retry would pass the "
+                    f"{_secs(self.deadline)} s deadline",
+                )
             logger.debug("retrying in %.3f s after attempt %d: %s", delay, attempt, result)
             await self._sleep(delay)
 
@@ -578,24 +679,194 @@ class OpenAICompatibleBackend(AsyncBackend):
         endpoint: int,
         attempt: int,
         started: float,
+        deadline: float = math.inf,
     ) -> Completion | BackendError:
         """One POST to ``self._chat_urls[endpoint]``: the completion, or the error."""
         shown = self._shown_chat_urls[endpoint]
+        budget = min(self.timeout, deadline - self._pool.clock())
+        options: dict[str, Any] = {}
+        if budget < self.timeout:  # what is left of the deadline
+            options["timeout"] = aiohttp.ClientTimeout(total=max(budget, 0.001))
         try:
-            async with session.post(self._chat_urls[endpoint], data=payload) as response:
+            async with session.post(self._chat_urls[endpoint], data=payload, **options) as response:
                 status = response.status
                 body = await response.read()
                 retry_after = parse_retry_after(response.headers) if status >= 300 else None
         except _TRANSPORT_ERRORS as exc:
-            return self._transport_error(exc, shown)
+            return self._transport_error(exc, shown, budget)
         if status >= 300:
-            return BackendHTTPError(
-                f"HTTP {status} from {shown}: {self._host_message(body, request)}",
+            message = self._host_message(body, request)
+            cls = BackendHTTPError
+            if 400 <= status < 500 and status != 429 and _is_context_length(message, body):
+                cls = BackendContextLengthError
+            return cls(
+                f"HTTP {status} from {shown}: {message}",
                 status=status,
                 retry_after=retry_after,
                 backend=self.name,
             )
         return self._completion(body, request, shown, attempt, perf_counter() - started)
+
+    # ------------------------------------------------------------------ endpoints
+
+    async def _acquire(self, tried: set[int], deadline: float) -> int | None:
+        """A host for the next attempt; waits while every one is ejected.
+
+        Returns None once ``deadline`` has passed.
+        """
+        pool = self._pool
+        waiting = False
+        while True:
+            self._start_probes()
+            version = pool.version
+            left = deadline - pool.clock()
+            if left <= 0:
+                return None
+            endpoint = pool.acquire(tried)
+            if endpoint is not None:
+                return endpoint
+            if not waiting:
+                waiting = True
+                logger.debug(
+                    "every host is ejected; waiting up to %s s for one to return", _secs(left)
+                )
+            due = pool.seconds_until_due()
+            await self._wait_for_pool(version, left if due is None else max(min(left, due), 1e-3))
+
+    async def _wait_for_pool(self, version: int, timeout: float) -> None:
+        """Wait until the pool's version moves on from ``version``, at most ``timeout`` s."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        waiter = (loop, future)
+        with self._waiters_lock:
+            if self._pool.version != version:
+                return
+            self._waiters.add(waiter)
+        try:
+            if math.isinf(timeout):
+                await future
+            else:
+                await asyncio.wait_for(future, timeout)
+        except _TIMEOUT_ERRORS:
+            pass
+        finally:
+            with self._waiters_lock:
+                self._waiters.discard(waiter)
+
+    def _notify(self) -> None:
+        """Wake every request waiting for the pool to change, on whatever loop."""
+        with self._waiters_lock:
+            waiters = list(self._waiters)
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # its loop is closed
+                loop.call_soon_threadsafe(_wake, future)
+
+    def _release(self, endpoint: int, result: Completion | BackendError | None) -> None:
+        """Tell the pool how an attempt on ``endpoint`` went."""
+        if result is None:  # cancelled, or an unexpected exception
+            ok: bool | None = None
+        elif isinstance(result, Completion):
+            ok = True
+        elif _is_endpoint_fault(result):
+            ok = False
+        else:  # a 4xx shows the host serves; an unusable body says little
+            ok = True if isinstance(result, BackendHTTPError) else None
+        event = self._pool.release(endpoint, ok, str(result) if ok is False else "")
+        if event is not None:
+            self._log_event(event)
+            self._notify()
+
+    def _start_probes(self) -> None:
+        """Start a background health probe for each host whose cool-down is over."""
+        due = self._pool.due_probes()
+        if not due:
+            return
+        self._notify()  # the pool changed: waiters re-read it
+        loop = asyncio.get_running_loop()
+        tasks = self._probes.setdefault(loop, set())
+
+        def forget(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            if not tasks and self._probes.get(loop) is tasks:
+                del self._probes[loop]  # hold no closed loop
+
+        for endpoint in due:
+            task = loop.create_task(self._probe(endpoint))
+            tasks.add(task)
+            task.add_done_callback(forget)
+
+    def _probe_url(self, endpoint: int) -> URL:
+        """What a health probe of ``endpoint`` GETs: ``{base_url}/models``."""
+        base = self.base_urls[endpoint]
+        return (base / "models").with_query(base.query)
+
+    async def _probe(self, endpoint: int) -> None:
+        """GET the host's health URL and tell the pool whether it answered below 500."""
+        url = self._probe_url(endpoint)
+        shown = str(_display_url(url))
+        healthy: bool | None = None
+        why = ""
+        timeout = min(self.timeout, _PROBE_TIMEOUT)
+        try:
+            session = await self._session()
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                await response.read()
+                healthy = response.status < 500
+                why = f"health probe {shown}: HTTP {response.status}"
+        except _TRANSPORT_ERRORS as exc:
+            healthy = False
+            why = f"health probe: {self._transport_error(exc, shown, timeout)}"
+        except Exception as exc:  # e.g. the session closed under it: probe again later
+            logger.debug("health probe of %s abandoned: %s", shown, type(exc).__name__)
+        finally:
+            event = self._pool.probe_done(endpoint, healthy, why)
+            if event is not None:
+                self._log_event(event)
+            self._notify()
+
+    def _log_event(self, event: PoolEvent) -> None:
+        shown, size = self._shown_base_urls[event.index], self._pool.size
+        if event.kind == "readmitted":
+            logger.info(
+                "%s re-admitted after a healthy probe (%d of %d hosts live)",
+                shown,
+                event.live,
+                size,
+            )
+            return
+        last = self._pool.state(event.index).last_error
+        if event.kind == "ejected":
+            logger.warning(
+                "%s ejected for %.3g s after %d failures in a row (%d of %d hosts live): %s",
+                shown,
+                event.cooldown,
+                event.failures,
+                event.live,
+                size,
+                last,
+            )
+        else:
+            logger.info("%s still down; next probe in %.3g s: %s", shown, event.cooldown, last)
+
+    def _out_of_time(self, error: BackendError | None) -> BackendError:
+        """The error for a request whose deadline passed before it could be sent again."""
+        deadline = _secs(self.deadline)
+        if self._pool.live_count == 0:
+            why = f"no host came back within the {deadline} s deadline"
+        else:
+            why = f"the {deadline} s deadline passed"
+        if error is not None:
+            return _gave_up(error, why)
+        faults = "; ".join(
+            f"{self._shown_base_urls[index]}: {fault}"
+            for index, fault in self._pool.last_errors()[:3]
+            if fault
+        )
+        return BackendConnectionError(
+            f"never sent: every host is ejected after failing ({faults or 'no detail'}); {why}",
+            backend=self.name,
+            attempts=0,
+        )
 
     def _completion(
         self, body: bytes, request: JudgeRequest, shown: str, attempts: int, latency: float
@@ -634,11 +905,14 @@ class OpenAICompatibleBackend(AsyncBackend):
 
     # ------------------------------------------------------------------ helpers
 
-    def _transport_error(self, exc: BaseException, url: str) -> BackendError:
+    def _transport_error(
+        self, exc: BaseException, url: str, timeout: float | None = None
+    ) -> BackendError:
         """The typed error for an exception raised while talking to ``url``."""
         if isinstance(exc, _TIMEOUT_ERRORS):
+            timeout = self.timeout if timeout is None else timeout
             return BackendTimeoutError(
-                f"no complete reply from {url} within {self.timeout:g} s", backend=self.name
+                f"no complete reply from {url} within {_secs(timeout)} s", backend=self.name
             )
         if isinstance(exc, aiohttp.ClientPayloadError):
             return BackendResponseError(
@@ -701,6 +975,34 @@ class OpenAICompatibleBackend(AsyncBackend):
 
     def _unusable(self, url: str, reason: str) -> BackendResponseError:
         return BackendResponseError(f"unusable reply from {url}: {reason}", backend=self.name)
+
+
+def _is_endpoint_fault(error: BackendError) -> bool:
+    """Whether ``error`` speaks against the host (connection, timeout, 5xx)."""
+    if isinstance(error, (BackendConnectionError, BackendTimeoutError)):
+        return True
+    return isinstance(error, BackendHTTPError) and error.status >= 500
+
+
+def _is_context_length(message: str, body: bytes) -> bool:
+    """Whether a 4xx says the prompt does not fit (judged on the scrubbed message)."""
+    return _CONTEXT_LENGTH.search(message) is not None or b"context_length_exceeded" in body
+
+
+def _gave_up(error: BackendError, why: str) -> BackendError:
+    """``error``, its message saying why no further attempt was made."""
+    error.args = (f"{error.args[0] if error.args else error}; gave up: {why}",)
+    return error
+
+
+def _secs(seconds: float) -> str:
+    """Seconds for a message: ``60``, ``0.3``, ``12.346``."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _token_logprob(item: Mapping[str, Any]) -> TokenLogprob:

@@ -7,7 +7,8 @@
     │   ├── BackendConnectionError      unreachable host, reset connection      retryable
     │   ├── BackendTimeoutError         the request ran out of time             retryable
     │   ├── BackendHTTPError            an HTTP error status (status, retry_after)
-    │   │                               retryable for 429 and 5xx only
+    │   │   │                           retryable for 429 and 5xx only
+    │   │   └── BackendContextLengthError  the prompt exceeds the model's context
     │   ├── BackendResponseError        200, but not a usable chat completion   retryable
     │   └── BackendUnavailableError     the backend cannot run here (package, model, memory)
     ├── InputError                      the judge input is unusable
@@ -27,6 +28,7 @@ from langchain_core.exceptions import OutputParserException
 
 from backends.errors import (
     BackendConnectionError,
+    BackendContextLengthError,
     BackendError,
     BackendHTTPError,
     BackendResponseError,
@@ -72,6 +74,7 @@ class ScoreParseError(JudgmentError, OutputParserException):
 
 __all__ = [
     "BackendConnectionError",
+    "BackendContextLengthError",
     "BackendError",
     "BackendHTTPError",
     "BackendResponseError",

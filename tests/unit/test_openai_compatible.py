@@ -1,11 +1,13 @@
 """OpenAICompatibleBackend and VLLMServerBackend against an in-process fake host.
 
 The fake host is an aiohttp.web app on 127.0.0.1 (random port) in its own thread, so
-sync and async callers alike can reach it. Each request takes the next scripted fault
-(``server.faults``), or is answered normally once the script is used up: the reply's
-content echoes the last message's text. Nothing here waits on wall-clock timing: the
-backoff is patched out or tiny, and the only timeouts are far shorter than the delays
-they cut.
+sync and async callers alike can reach it. Each request takes the next fault planned
+for its text (``server.plan``), else the next scripted fault (``server.faults``), or is
+answered normally: the reply's content echoes the last message's text. A host can also
+be ``down`` (503 to everything, health probes included, until ``recover_after_probes``
+probes) or killed after a number of requests (``kill_after``: in-flight requests are
+reset, new connections refused). Nothing here waits on wall-clock timing: the backoff
+is patched out or tiny, and the only timeouts are far shorter than the delays they cut.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import logging
+import math
 import os
+import pickle
+import random
 import subprocess
 import sys
 import textwrap
@@ -30,6 +36,7 @@ from pydantic import SecretStr
 from backends.base import Completion, JudgeRequest
 from backends.errors import (
     BackendConnectionError,
+    BackendContextLengthError,
     BackendError,
     BackendHTTPError,
     BackendResponseError,
@@ -53,6 +60,18 @@ IMAGE_B64 = (
 )
 IMAGE_URL = f"data:image/png;base64,{IMAGE_B64}"
 PROMPT_MARKER = "PROMPT-MARKER-do-not-echo"
+# What vLLM 0.32 answers (HTTP 400) for a prompt longer than --max-model-len: the
+# renderer's check, and the engine's input processor's.
+VLLM_CONTEXT_LENGTH = (
+    "This model's maximum context length is 4096 tokens. However, your prompt contains "
+    "5012 input tokens, which exceeds this limit even without any output tokens. Please "
+    "reduce the length of the input prompt. (parameter=input_tokens, value=5012)"
+)
+VLLM_MODEL_LENGTH = (
+    "The decoder prompt (length 5012) is longer than the maximum model length of 4096. "
+    "Make sure that `max_model_len` is no smaller than the number of text tokens plus "
+    "multimodal tokens."
+)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -87,7 +106,15 @@ class FakeChatServer:
 
     def reset(self) -> None:
         self.faults: deque[str] = deque()
+        self.plan: dict[str, list[str]] = {}
         self.seen: list[dict[str, Any]] = []
+        self.probes: list[str] = []
+        self.down = False
+        self.recover_after_probes: int | None = None
+        self.kill_after: int | None = None
+        self.killed = False
+        self.hold = False  # normal answers wait for release_all()
+        self.transports: set[Any] = set()
         self.in_flight = 0
         self.max_in_flight = 0
         self.gate_size = 0
@@ -103,17 +130,18 @@ class FakeChatServer:
 
     def start(self) -> None:
         self.thread.start()
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self.dead])
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/health", self.health)
+        app.router.add_get("/v1/models", self.models)
         app.router.add_get("/version", self.version)
 
         async def serve() -> int:
             self.runner = web.AppRunner(app, handle_signals=False)
             await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await self.site.start()
+            return self.site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
         self.port = asyncio.run_coroutine_threadsafe(serve(), self.loop).result()
         self.reset()
@@ -134,8 +162,31 @@ class FakeChatServer:
     def count(self) -> int:
         return len(self.seen)
 
+    @web.middleware
+    async def dead(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.killed:  # a request on a kept-alive connection to a dead host
+            request.transport.abort()  # type: ignore[union-attr]
+            return web.Response(text="never sent")
+        return await handler(request)
+
+    def kill(self) -> None:
+        """Die as a crashed server does: no new connections, in-flight ones reset."""
+        self.killed = True
+        self.site._server.close()  # type: ignore[union-attr]
+        for transport in self.transports:
+            transport.abort()
+
+    async def probe(self, request: web.Request) -> web.Response:
+        self.probes.append(request.path)
+        if self.down and self.recover_after_probes is not None:
+            self.down = len(self.probes) < self.recover_after_probes
+        return web.Response(status=503 if self.down else 200)
+
     async def health(self, request: web.Request) -> web.Response:
-        return web.Response(status=200)
+        return await self.probe(request)
+
+    async def models(self, request: web.Request) -> web.Response:
+        return await self.probe(request)
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": "0.32.0-fake"})
@@ -143,7 +194,13 @@ class FakeChatServer:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.seen.append({"headers": dict(request.headers), "body": body})
-        fault = self.faults.popleft() if self.faults else "ok"
+        planned = self.plan.get(last_text(body))
+        fault = planned.pop(0) if planned else self.faults.popleft() if self.faults else "ok"
+        if self.down:
+            fault = "503"
+        self.transports.add(request.transport)
+        if self.kill_after is not None and self.count >= self.kill_after:
+            self.kill()
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -155,13 +212,26 @@ class FakeChatServer:
             return await self.answer(request, body, fault)
         finally:
             self.in_flight -= 1
+            self.transports.discard(request.transport)
 
     async def answer(self, request: web.Request, body: dict[str, Any], fault: str) -> Any:
         kind, _, arg = fault.partition(":")
         if kind == "ok":
             text = last_text(body)
             await asyncio.sleep(self.delays.get(text, 0.0))
+            if self.hold:
+                await asyncio.wait_for(self.release.wait(), 10)
             return web.json_response(completion(body, text))
+        if kind == "ctx400":
+            error = {"message": VLLM_CONTEXT_LENGTH, "type": "BadRequestError", "code": 400}
+            return web.json_response({"error": error}, status=400)
+        if kind == "ctx400-engine":  # vLLM's older flat error shape
+            return web.json_response(
+                {"object": "error", "message": VLLM_MODEL_LENGTH, "code": 400}, status=400
+            )
+        if kind == "ctx400-openai":
+            error = {"message": "Please shorten it.", "code": "context_length_exceeded"}
+            return web.json_response({"error": error}, status=400)
         if kind.isdigit():
             headers = {"Retry-After": arg} if arg else {}
             error = {"message": f"fault {kind}", "type": "BadRequestError", "code": int(kind)}
@@ -932,22 +1002,6 @@ def _dead_url() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
 
 
-async def test_several_base_urls_round_robin_and_fail_over(server, make_backend):
-    dead = _dead_url()
-    backend = make_backend(base_url=[dead, server.url], max_retries=1)
-    results = await backend.agenerate([request(str(i)) for i in range(6)], max_concurrency=3)
-    assert [r.text for r in results] == [str(i) for i in range(6)]  # type: ignore[union-attr]
-    assert [r.attempts for r in results] == [2, 1, 2, 1, 2, 1]  # the dead one first, then over
-    assert server.count == 6
-    assert backend.describe()["base_urls"] == [dead, server.url]
-    assert "base_urls=" in repr(backend)
-
-    only_dead = make_backend(base_url=[dead, dead], max_retries=2)
-    [error] = await only_dead.agenerate([request()])
-    assert isinstance(error, BackendConnectionError)
-    assert error.attempts == 3
-
-
 async def test_vllm_health_needs_every_replica(server, make_backend):
     assert await make_backend(cls=VLLMServerBackend, base_url=[server.url, server.url]).ahealth()
     both = make_backend(cls=VLLMServerBackend, base_url=[server.url, _dead_url()])
@@ -987,3 +1041,371 @@ def test_server_flags_from_keywords():
 def test_launch_refuses_an_api_key_on_the_command_line():
     with pytest.raises(ValueError, match="backend_kwargs"):
         VLLMServerBackend.launch("m", api_key="sk-never-on-argv")
+
+
+# --------------------------------------------------------------------------- reliability
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def other_hosts():
+    started: list[FakeChatServer] = []
+
+    def start() -> FakeChatServer:
+        host = FakeChatServer()
+        host.start()
+        started.append(host)
+        return host
+
+    yield start
+    for host in started:
+        host.stop()
+
+
+async def until(condition: Any, what: str) -> None:
+    """Wait for ``condition()`` to hold; the test's outcome does not depend on how long."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+FAULT_MIX = {  # kind: weight; every kind is one a retry must get past
+    "500": 3,
+    "502": 3,
+    "503": 3,
+    "429:2": 4,  # Retry-After: 2
+    "reset": 3,  # connection reset before any reply
+    "short": 3,  # reset mid-body (Content-Length promises more)
+    "malformed": 2,  # truncated JSON
+    "html": 2,  # not JSON at all
+    "slow": 2,  # stalls past the timeout
+}
+
+
+def fault_plan(texts: list[str], *, seed: int, rate: float, most: int) -> dict[str, list[str]]:
+    """Up to ``most`` faults per text, each drawn with probability ``rate``; seeded."""
+    rng = random.Random(seed)
+    kinds, weights = list(FAULT_MIX), list(FAULT_MIX.values())
+    plan: dict[str, list[str]] = {}
+    for text in texts:
+        faults: list[str] = []
+        while len(faults) < most and rng.random() < rate:
+            faults.append(rng.choices(kinds, weights)[0])
+        plan[text] = faults
+    return plan
+
+
+async def test_batch_of_300_survives_every_kind_of_fault(server, make_backend, monkeypatch):
+    texts = [f"item-{i}" for i in range(300)]
+    plan = fault_plan(texts, seed=20240611, rate=0.3, most=2)
+    planned = [fault for faults in plan.values() for fault in faults]
+    assert set(planned) == set(FAULT_MIX)  # the seed exercises every kind
+    server.plan = {text: list(faults) for text, faults in plan.items()}
+    backend = make_backend(timeout=1.0, max_retries=4, backoff_max=30.0)
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(backend, "_sleep", record)
+    results = await backend.agenerate([request(t) for t in texts], max_concurrency=32)
+    assert all(isinstance(r, Completion) for r in results), [
+        str(r) for r in results if not isinstance(r, Completion)
+    ]
+    assert [r.text for r in results] == texts  # type: ignore[union-attr]
+    for text, result in zip(texts, results, strict=True):
+        assert result.attempts >= 1 + len(plan[text]), text
+    assert waits.count(2.0) == planned.count("429:2")  # Retry-After honoured, each time
+    assert all(w == 2.0 or w < 0.01 for w in waits)  # else the tiny full-jitter backoff
+    assert sum(r.attempts for r in results) >= server.count >= len(texts) + len(planned)
+    assert backend._pool.state(0).live  # a single host is never ejected
+
+
+async def test_dead_host_gives_typed_errors_never_a_completion(make_backend):
+    dead = _dead_url()
+    backend = make_backend(base_url=dead, max_retries=2)
+    results = await backend.agenerate([request(str(i)) for i in range(5)])
+    for error in results:
+        assert isinstance(error, BackendConnectionError)
+        assert error.retryable
+        assert error.attempts == 3
+        assert "(after 3 attempts)" in str(error)
+        assert dead.removesuffix("/v1") in str(error)
+    assert backend._pool.state(0).live
+
+
+async def test_dead_fleet_waits_for_a_host_then_gives_up_at_the_deadline(make_backend, caplog):
+    caplog.set_level(logging.DEBUG, logger="backends")
+    backend = make_backend(
+        base_url=[_dead_url(), _dead_url()], deadline=0.5, cooldown=0.05, max_retries=3
+    )
+    results = await backend.agenerate([request(str(i)) for i in range(6)], max_concurrency=6)
+    for error in results:
+        assert isinstance(error, BackendConnectionError), error
+        assert "no host came back within the 0.5 s deadline" in str(error)
+    assert backend._pool.live_count == 0
+    assert "every host is ejected; waiting" in caplog.text
+    assert "still down" in caplog.text  # probes ran, and failed
+    [late] = await backend.agenerate([request("late")])  # every host ejected before it came
+    assert isinstance(late, BackendConnectionError)
+    assert late.attempts == 0
+    assert str(late).startswith("never sent: every host is ejected after failing (http://")
+    assert "no host came back within the 0.5 s deadline" in str(late)
+    await backend.aclose()
+
+
+async def test_one_host_dead_from_the_start(server, make_backend):
+    dead = _dead_url()
+    backend = make_backend(base_url=[dead, server.url], max_retries=0)
+    texts = [f"t{i}" for i in range(50)]
+    results = await backend.agenerate([request(t) for t in texts], max_concurrency=8)
+    assert [r.text for r in results] == texts  # type: ignore[union-attr]
+    assert server.count == 50
+    extra = sum(r.attempts for r in results) - 50
+    assert extra >= 2  # the dead host was tried until ejected (eject_after=2) ...
+    assert max(r.attempts for r in results) == 2  # ... and each request failed over once, free
+    assert not backend._pool.state(0).live
+    assert backend._pool.state(1).live
+    assert backend.describe()["base_urls"] == [dead, server.url]
+    assert "base_urls=" in repr(backend)
+    await backend.aclose()
+
+
+async def test_host_killed_mid_batch(server, make_backend, other_hosts):
+    doomed = other_hosts()
+    doomed.kill_after = 40
+    for host in (doomed, server):
+        host.delays = {f"k{i}": 0.002 for i in range(200)}  # keep requests in flight
+    backend = make_backend(base_url=[doomed.url, server.url], max_retries=1)
+    texts = [f"k{i}" for i in range(200)]
+    results = await backend.agenerate([request(t) for t in texts], max_concurrency=16)
+    assert all(isinstance(r, Completion) for r in results), [
+        str(r) for r in results if not isinstance(r, Completion)
+    ]
+    assert [r.text for r in results] == texts  # type: ignore[union-attr]
+    assert doomed.killed
+    assert doomed.count >= 40
+    assert server.count >= 200 - 39  # everything the doomed host did not answer
+    assert not backend._pool.state(0).live
+    await backend.aclose()
+
+
+async def test_requests_go_to_the_host_with_fewest_in_flight(server, make_backend, other_hosts):
+    busy = other_hosts()
+    busy.hold = True  # its requests stay in flight until released
+    backend = make_backend(base_url=[busy.url, server.url], max_retries=0)
+    texts = [f"l{i}" for i in range(10)]
+    batch = asyncio.ensure_future(backend.agenerate([request(t) for t in texts], max_concurrency=4))
+    await until(lambda: server.count == 8, "the idle host answered the rest")
+    assert busy.count == 2  # two of the first four; nothing more while they were held
+    busy.release_all()
+    results = await batch
+    assert [r.text for r in results] == texts  # type: ignore[union-attr]
+    await backend.aclose()
+
+
+async def test_ties_go_round_robin(server, make_backend, other_hosts):
+    other = other_hosts()
+    backend = make_backend(base_url=[other.url, server.url])
+    texts = [f"r{i}" for i in range(10)]
+    results = await backend.agenerate([request(t) for t in texts], max_concurrency=1)
+    assert [r.text for r in results] == texts  # type: ignore[union-attr]
+    assert [last_text(seen["body"]) for seen in other.seen] == texts[0::2]
+    assert [last_text(seen["body"]) for seen in server.seen] == texts[1::2]
+    await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    ("cls", "probe_path"),
+    [(OpenAICompatibleBackend, "/v1/models"), (VLLMServerBackend, "/health")],
+)
+async def test_ejected_host_is_readmitted_after_a_healthy_probe(
+    server, make_backend, other_hosts, cls, probe_path
+):
+    flaky = other_hosts()
+    flaky.down = True
+    backend = make_backend(cls=cls, base_url=[flaky.url, server.url], eject_after=1, cooldown=1.0)
+    clock = FakeClock()
+    backend._pool.clock = clock
+    first = await backend.agenerate([request(f"a{i}") for i in range(6)], max_concurrency=1)
+    assert all(isinstance(r, Completion) for r in first)
+    assert flaky.count == 1  # one 503, ejected, failed over; the rest went elsewhere
+    assert not backend._pool.state(0).live
+    assert flaky.probes == []  # no probe before the cool-down is over
+
+    flaky.down = False
+    clock.advance(0.5)
+    await backend.agenerate([request("b")])
+    assert flaky.probes == []
+    clock.advance(0.5)
+    [result] = await backend.agenerate([request("c")])  # starts the probe; does not wait for it
+    assert isinstance(result, Completion)
+    await until(lambda: backend._pool.state(0).live, "re-admitted")
+    assert flaky.probes == [probe_path]
+
+    before = flaky.count
+    second = await backend.agenerate([request(f"d{i}") for i in range(6)], max_concurrency=1)
+    assert all(isinstance(r, Completion) for r in second)
+    assert flaky.count - before == 3  # back in the rotation
+    await backend.aclose()
+
+
+async def test_every_host_ejected_requests_wait_for_one_to_return(
+    server, make_backend, other_hosts
+):
+    recovering = other_hosts()
+    recovering.down = True
+    recovering.recover_after_probes = 2  # the second probe finds it healthy
+    server.down = True  # and this one never recovers
+    backend = make_backend(
+        base_url=[recovering.url, server.url],
+        eject_after=1,
+        cooldown=0.01,
+        cooldown_max=0.02,
+        max_retries=1,
+    )
+    texts = [f"w{i}" for i in range(10)]
+    results = await backend.agenerate([request(t) for t in texts], max_concurrency=4)
+    assert [getattr(r, "text", str(r)) for r in results] == texts
+    assert len(recovering.probes) == 2
+    assert backend._pool.state(0).live
+    assert not backend._pool.state(1).live
+    await backend.aclose()
+
+
+async def test_429_is_backpressure_not_a_dead_host(server, make_backend, other_hosts):
+    pushy = other_hosts()
+    pushy.faults.extend(["429:0"] * 3)
+    backend = make_backend(base_url=[pushy.url, server.url], eject_after=1)
+    results = await backend.agenerate([request(str(i)) for i in range(6)], max_concurrency=1)
+    assert all(isinstance(r, Completion) for r in results)
+    assert backend._pool.state(0).live
+    await backend.aclose()
+
+
+@pytest.mark.parametrize("status", ["400", "404", "422"])
+async def test_4xx_neither_retried_nor_failed_over(server, make_backend, other_hosts, status):
+    other = other_hosts()
+    for host in (other, server):
+        host.faults.extend([status] * 3)
+    backend = make_backend(base_url=[other.url, server.url], eject_after=1)
+    [result] = await backend.agenerate([request()])
+    assert isinstance(result, BackendHTTPError)
+    assert not isinstance(result, BackendContextLengthError)
+    assert result.attempts == 1
+    assert other.count + server.count == 1
+    assert backend._pool.live_count == 2
+    await backend.aclose()
+
+
+@pytest.mark.parametrize("fault", ["ctx400", "ctx400-engine", "ctx400-openai"])
+async def test_context_length_is_typed_and_not_retried(server, make_backend, fault):
+    server.faults.extend([fault] * 3)
+    [result] = await make_backend(max_retries=5).agenerate([request("too long")])
+    assert isinstance(result, BackendContextLengthError)
+    assert isinstance(result, BackendHTTPError)
+    assert result.status == 400
+    assert not result.retryable
+    assert result.attempts == 1
+    assert server.count == 1
+    assert str(result).startswith(f"HTTP 400 from {server.url}/chat/completions: ")
+
+
+async def test_context_length_fails_alone_in_a_batch(server, make_backend):
+    texts = [f"c{i}" for i in range(8)]
+    server.plan = {"c3": ["ctx400"] * 3}
+    results = await make_backend().agenerate([request(t) for t in texts], max_concurrency=4)
+    assert isinstance(results[3], BackendContextLengthError)
+    assert "maximum context length is 4096 tokens" in str(results[3])
+    assert [r.text for i, r in enumerate(results) if i != 3] == texts[:3] + texts[4:]  # type: ignore[union-attr]
+    assert server.count == 8
+
+
+async def test_deadline_stops_the_retries(server, make_backend, monkeypatch):
+    backend = make_backend(max_retries=10, deadline=10.0, backoff_max=30.0)
+    clock = FakeClock()
+    backend._pool.clock = clock
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock.advance(seconds)
+
+    monkeypatch.setattr(backend, "_sleep", sleep)
+    server.faults.extend(["429:4"] * 10)
+    [result] = await backend.agenerate([request()])
+    assert isinstance(result, BackendHTTPError)
+    assert result.status == 429
+    assert waits == [4.0, 4.0]
+    assert result.attempts == 3
+    assert server.count == 3
+    assert "gave up: waiting 4 s to retry would pass the 10 s deadline" in str(result)
+    assert str(result).endswith("(after 3 attempts)")
+
+
+async def test_attempt_timeout_is_cut_to_the_deadline(server, make_backend, monkeypatch):
+    backend = make_backend(timeout=10.0, deadline=10.0, max_retries=5)
+    clock = FakeClock()
+    backend._pool.clock = clock
+
+    async def sleep(seconds: float) -> None:
+        clock.advance(9.7)
+
+    monkeypatch.setattr(backend, "_sleep", sleep)
+    server.faults.extend(["503", "slow"])
+    [result] = await backend.agenerate([request()])
+    assert isinstance(result, BackendTimeoutError)
+    assert "within 0.3 s" in str(result)
+    assert "gave up: the 10 s deadline passed" in str(result)
+    assert result.attempts == 2
+
+
+def test_deadline_defaults_to_ten_timeouts():
+    assert OpenAICompatibleBackend("http://h/v1", "m", timeout=7).deadline == 70.0
+    assert OpenAICompatibleBackend("http://h/v1", "m", deadline=math.inf).deadline == math.inf
+    with pytest.raises(ValueError, match="deadline"):
+        OpenAICompatibleBackend("http://h/v1", "m", deadline=0)
+
+
+async def test_logs_never_show_key_prompt_or_images(server, make_backend, caplog):
+    caplog.set_level(logging.DEBUG)
+    backend = make_backend(base_url=[_dead_url(), server.url], cooldown=0.0, max_retries=2)
+    server.faults.extend(["echo400", "leak400", "error200", "503", "reset", "short"])
+    results = await backend.agenerate([image_request() for _ in range(8)], max_concurrency=1)
+    assert any(isinstance(r, Completion) for r in results)
+    text = caplog.text
+    assert "ejected" in text
+    assert "health probe" in text
+    assert "retrying" in text
+    for secret in (KEY, IMAGE_B64[:40], "base64,", PROMPT_MARKER):
+        assert secret not in text
+    for error in results:
+        for shown in (str(error), repr(error)):
+            assert KEY not in shown
+            assert "base64," not in shown
+    await backend.aclose()
+
+
+def test_backend_cannot_be_pickled_or_copied():
+    import copy
+
+    backend = OpenAICompatibleBackend(["http://h1/v1", "http://h2/v1"], "m", api_key=KEY)
+    with pytest.raises(TypeError, match="cannot be pickled") as caught:
+        pickle.dumps(backend)
+    assert KEY not in str(caught.value)
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        copy.deepcopy(backend)
+    assert KEY not in repr(backend)
+    backend.close()
