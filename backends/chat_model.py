@@ -101,10 +101,12 @@ from pydantic import SecretStr
 from backends.base import Backend, Completion, JudgeRequest, Result, TokenLogprob
 from backends.errors import (
     BackendConnectionError,
+    BackendContextLengthError,
     BackendError,
     BackendHTTPError,
     BackendResponseError,
     BackendTimeoutError,
+    says_context_length,
 )
 from backends.openai_compatible import (
     _request_fragments,
@@ -515,6 +517,11 @@ class ChatModelBackend(Backend):
         if status is not None:
             response = getattr(exc, "response", None)
             headers = getattr(response, "headers", None)
+            message = self._safe(exc, request)
+            if 400 <= status < 500 and status != 429 and says_context_length(message):
+                return BackendContextLengthError(
+                    f"HTTP {status} from {what}: {message}", status=status, backend=self.name
+                )
             return BackendHTTPError(
                 f"HTTP {status} from {what}: {self._safe(exc, request)}",
                 status=status,

@@ -22,6 +22,8 @@ succeed (connection reset, timeout, 429, 5xx, a truncated reply), False otherwis
 
 from __future__ import annotations
 
+import re
+
 
 class ThinkingJudgeError(Exception):
     """Root of every error this project raises."""
@@ -99,6 +101,23 @@ class BackendContextLengthError(BackendHTTPError):
     def retryable(self) -> bool:  # type: ignore[override]
         """Never: the same prompt will not fit next time either."""
         return False
+
+
+# How hosts and engines word "the prompt does not fit": vLLM 0.32 ("This model's maximum
+# context length is N tokens...", "... longer than the maximum model length of N",
+# "max_tokens=N cannot be greater than max_model_len=M", "... exceeds the max_model_len
+# N"), OpenAI ("context_length_exceeded"), SGLang ("... longer than the model's context
+# length").
+_CONTEXT_LENGTH = re.compile(
+    r"maximum context length|maximum model length|context[_ ]length[_ ]exceeded"
+    r"|than (?:the )?max_model_len|exceeds the max_model_len|the model's context length",
+    re.IGNORECASE,
+)
+
+
+def says_context_length(message: str) -> bool:
+    """Whether an error message says the prompt does not fit the model's context."""
+    return _CONTEXT_LENGTH.search(message) is not None
 
 
 class BackendResponseError(BackendError):

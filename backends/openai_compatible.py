@@ -103,6 +103,7 @@ from backends.errors import (
     BackendHTTPError,
     BackendResponseError,
     BackendTimeoutError,
+    says_context_length,
 )
 
 # orjson, a core dependency: a request carrying a 45 KB image encodes in 5 us against
@@ -121,15 +122,6 @@ _BASE64_RUN = re.compile(r"[A-Za-z0-9+/=_-]{64,}")
 _REQUEST_ECHO = re.compile(r"""['"](?:input|messages|content)['"]\s*:""")
 _FRAGMENT_CHARS = 32
 _PROBE_TIMEOUT = 5.0
-# How hosts word "the prompt does not fit": vLLM 0.32 ("This model's maximum context
-# length is N tokens...", "... longer than the maximum model length of N", "max_tokens=N
-# cannot be greater than max_model_len=M", "... exceeds the max_model_len N"), OpenAI
-# ("context_length_exceeded"), SGLang ("... longer than the model's context length").
-_CONTEXT_LENGTH = re.compile(
-    r"maximum context length|maximum model length|context[_ ]length[_ ]exceeded"
-    r"|than (?:the )?max_model_len|exceeds the max_model_len|the model's context length",
-    re.IGNORECASE,
-)
 
 
 def scrub(
@@ -986,7 +978,7 @@ def _is_endpoint_fault(error: BackendError) -> bool:
 
 def _is_context_length(message: str, body: bytes) -> bool:
     """Whether a 4xx says the prompt does not fit (judged on the scrubbed message)."""
-    return _CONTEXT_LENGTH.search(message) is not None or b"context_length_exceeded" in body
+    return says_context_length(message) or b"context_length_exceeded" in body
 
 
 def _gave_up(error: BackendError, why: str) -> BackendError:

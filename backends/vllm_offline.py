@@ -17,7 +17,12 @@ from typing import Any
 
 from backends import _torch_compat
 from backends.base import Completion, JudgeRequest, Result, SyncBackend, TokenLogprob
-from backends.errors import BackendError, BackendUnavailableError
+from backends.errors import (
+    BackendContextLengthError,
+    BackendError,
+    BackendUnavailableError,
+    says_context_length,
+)
 
 INSTALL_HINT = (
     "install vLLM: pip install 'thinking-reward-judge[vllm]' on a machine with an NVIDIA GPU, "
@@ -149,7 +154,11 @@ class VLLMOfflineBackend(SyncBackend):
             )
         except Exception as exc:
             if len(requests) == 1:
-                return [BackendError(f"vLLM failed: {_first_line(exc)}", backend=self.name)]
+                message = f"vLLM failed: {_first_line(exc)}"
+                if says_context_length(str(exc)):
+                    # status 400: what vLLM's server answers for the same engine error
+                    return [BackendContextLengthError(message, status=400, backend=self.name)]
+                return [BackendError(message, backend=self.name)]
             # One bad request fails the whole call: run each alone to isolate it.
             return [result for request in requests for result in self._chat([request])]
         latency = time.perf_counter() - start

@@ -352,31 +352,50 @@ class VLLMServerBackend(OpenAICompatibleBackend):
     async def aversion(self) -> str:
         """The server's vLLM version (``GET /version``), asked once and then cached.
 
-        With several base URLs, the first one's.
+        With several base URLs, the first one's that answers (replicas are expected to
+        run one version).
 
         Raises:
             BackendError: A typed transport, HTTP or response error.
         """
         if self._vllm_version is None:
-            url = self._roots[0] / "version"
-            shown = str(_display_url(url))
-            try:
-                status, body = await self._get(url, self.timeout)
-            except _TRANSPORT_ERRORS as exc:
-                raise self._transport_error(exc, shown) from None
-            if status != 200:
-                raise BackendHTTPError(
-                    f"HTTP {status} from {shown}: {self._host_message(body)}",
-                    status=status,
-                    backend=self.name,
+            failures: list[BackendError] = []
+            for root in self._roots:  # the first replica that answers
+                try:
+                    self._vllm_version = await self._ask_version(root)
+                    break
+                except BackendError as exc:
+                    failures.append(exc)
+            else:
+                raise (
+                    failures[0]
+                    if len(failures) == 1
+                    else BackendError(
+                        "no replica told its version: " + "; ".join(map(str, failures)),
+                        backend=self.name,
+                    )
                 )
-            try:
-                self._vllm_version = str(_loads(body)["version"])
-            except (ValueError, KeyError, TypeError):
-                raise BackendResponseError(
-                    f"unusable reply from {shown}: no version", backend=self.name
-                ) from None
         return self._vllm_version
+
+    async def _ask_version(self, root: URL) -> str:
+        url = root / "version"
+        shown = str(_display_url(url))
+        try:
+            status, body = await self._get(url, self.timeout)
+        except _TRANSPORT_ERRORS as exc:
+            raise self._transport_error(exc, shown) from None
+        if status != 200:
+            raise BackendHTTPError(
+                f"HTTP {status} from {shown}: {self._host_message(body)}",
+                status=status,
+                backend=self.name,
+            )
+        try:
+            return str(_loads(body)["version"])
+        except (ValueError, KeyError, TypeError):
+            raise BackendResponseError(
+                f"unusable reply from {shown}: no version", backend=self.name
+            ) from None
 
     def version(self) -> str:
         """Sync :meth:`aversion`."""

@@ -29,12 +29,7 @@ from backends.base import TokenLogprob
 from judge.errors import ScoreParseError
 
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-_WRAPPERS = (
-    re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL),
-    re.compile(r"\\boxed\{\s*(.*?)\s*\}", re.DOTALL),
-    re.compile(r"\$\s*(.*?)\s*\$", re.DOTALL),
-    re.compile(r"\*\*\s*(.*?)\s*\*\*", re.DOTALL),
-)
+_WRAPPERS = (("<answer>", "</answer>"), ("\\boxed{", "}"), ("$", "$"), ("**", "**"))
 _MAX_SHOWN = 80
 
 SCORE_GRID: tuple[str, ...] = tuple(["0", *(f"0.{d}" for d in range(1, 10)), "1.0"])
@@ -46,12 +41,20 @@ def _shown(text: str) -> str:
 
 
 def _unwrap(text: str) -> str:
-    """Peel the accepted wrappers off ``text`` while one encloses all of it."""
+    """Peel the accepted wrappers off ``text`` (already stripped) while one encloses it all.
+
+    Plain prefix/suffix tests, not regular expressions: linear in the text's length
+    whatever it holds (an unclosed wrapper before much white space made a regex
+    backtrack for a minute).
+    """
     while True:
-        for wrapper in _WRAPPERS:
-            match = wrapper.fullmatch(text)
-            if match:
-                text = match.group(1)
+        for opening, closing in _WRAPPERS:
+            if (
+                len(text) >= len(opening) + len(closing)
+                and text.startswith(opening)
+                and text.endswith(closing)
+            ):
+                text = text[len(opening) : len(text) - len(closing)].strip()
                 break
         else:
             return text

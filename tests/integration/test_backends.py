@@ -85,7 +85,7 @@ def test_a_too_long_prompt_fails_alone(backend: Backend):
     assert results[0].ok
     assert results[2].ok
     assert results[1].score is None
-    assert results[1].error_type in {"BackendError", "BackendHTTPError"}
+    assert results[1].error_type == "BackendContextLengthError", results[1].error
     assert "base64" not in results[1].error
 
 
