@@ -42,7 +42,12 @@ it is downsized, keeping its aspect ratio, with LANCZOS so that ``w * h <= max_p
 and re-encoded as above. Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``)
 is kept as Pillow has it. Only the raster formats a judge needs are opened (PNG, JPEG,
 WebP, GIF, BMP, TIFF, ICO, PPM, TGA), so untrusted input never reaches a plugin such as
-EPS that runs an external program.
+EPS that runs an external program. An image whose long side, as sent, is more than 200
+times its short side is refused: Qwen2.5-VL's image processor (``smart_resize``) cannot
+take it, and the server would fail the request with an opaque message.
+
+An http(s) URL that the server cannot fetch fails that request alone, with the server's
+error (:class:`~judge.errors.BackendHTTPError`; vLLM answers 500 and says why).
 
 Every failure is an :class:`~judge.errors.ImageError` naming the input safely (a path, a
 URL without its query, a type name, ``<N bytes>``), never its bytes or base64; the Pillow
@@ -81,6 +86,7 @@ _SENT_AS_IS = {  # format -> MIME type of the formats whose bytes are sent untou
 }
 _MIME_ALIASES = {"image/jpg": "image/jpeg"}
 _MODEL_MODES = frozenset({"1", "L", "P", "RGB", "RGBA"})  # the processor takes these as is
+_MAX_ASPECT_RATIO = 200  # Qwen2-VL / Qwen2.5-VL smart_resize refuses a ratio above this
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
 _PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 _DATA_URL = re.compile(r"data:(image/[a-z0-9.+-]+);base64,", re.IGNORECASE)
@@ -173,6 +179,11 @@ def _from_string(text: str, max_pixels: int | None) -> str:
         raise ImageError("not a valid URL", source=_describe_url(text)) from exc
     if not host:
         raise ImageError("image URL has no host", source=_describe_url(text))
+    if not text.isascii() and not _is_utf8(text):
+        raise ImageError(
+            "image URL is not valid Unicode (it holds a lone surrogate)",
+            source=_describe_url(text),
+        )
     return text
 
 
@@ -209,6 +220,10 @@ def _read_file(path: str) -> bytes:
             message = "image file not found"
         elif isinstance(exc, IsADirectoryError):
             message = "image path is a directory"
+        elif isinstance(exc, UnicodeError):
+            message = "image path is not valid Unicode (it holds a lone surrogate)"
+        elif "\0" in path:
+            message = "image path contains a NUL character"
         else:  # permissions, a name too long
             reason = getattr(exc, "strerror", None) or type(exc).__name__
             message = f"cannot read image file ({reason})"
@@ -240,6 +255,7 @@ def _encode_bytes(
         if declared_mime is not None:
             _check_mime(declared_mime, fmt, source)
         size = _fit(img.size, max_pixels)
+        _check_aspect_ratio(size or img.size, source)
         if size is None and _sendable_as_is(img):
             img.load()  # decode fully: a truncated or corrupt image fails here
             return _SENT_AS_IS[fmt], data
@@ -259,6 +275,7 @@ def _encode_pil(image: Image.Image, source: str, max_pixels: int | None) -> tupl
         image.load()  # an image from Image.open() is lazy; a truncated file fails here
         out = _to_model_mode(image)
         size = _fit(out.size, max_pixels)
+        _check_aspect_ratio(size or out.size, source)
         if size is not None:
             out = out.resize(size, Image.Resampling.LANCZOS)
         return _encode(out, "PNG")
@@ -285,6 +302,17 @@ def _to_model_mode(img: Image.Image) -> Image.Image:
     if mode in ("L", "RGB"):
         return img
     return img.convert("L" if mode == "1" else "RGB")
+
+
+def _check_aspect_ratio(size: tuple[int, int], source: str) -> None:
+    """Refuse an image the model's processor cannot take: long side > 200 x short side."""
+    width, height = size
+    if max(width, height) > _MAX_ASPECT_RATIO * min(width, height):
+        raise ImageError(
+            f"image of {width}x{height} pixels is too elongated: Qwen2.5-VL's image processor "
+            f"takes at most a {_MAX_ASPECT_RATIO}:1 aspect ratio; crop or pad it",
+            source=source,
+        )
 
 
 def _fit(size: tuple[int, int], max_pixels: int | None) -> tuple[int, int] | None:
@@ -363,6 +391,15 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+def _is_utf8(text: str) -> bool:
+    """Whether ``text`` can be encoded as UTF-8 (it holds no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _data_url(mime: str, data: bytes) -> str:
     """A base64 data URL."""
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
@@ -381,8 +418,14 @@ def _describe_url(url: str) -> str:
 
 
 def _safe_text(text: str, limit: int = 160) -> str:
-    """``text`` for a message: long base64-like runs elided, at most ``limit`` characters."""
+    """``text`` for a message: long base64-like runs elided, at most ``limit`` characters.
+
+    Lone surrogates are written as backslash escapes: an error message must be valid
+    Unicode, or the result that carries it could not be written as JSON.
+    """
     text = _BASE64_RUN.sub(lambda run: f"<{len(run.group())} characters>", text)
+    if not text.isascii() and not _is_utf8(text):
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if len(text) <= limit:
         return text
     keep = (limit - 3) // 2

@@ -528,3 +528,66 @@ def test_image_parts_passes_max_pixels_on(tmp_path: Path) -> None:
 def test_image_parts_rejects_none_inside_a_list() -> None:
     with pytest.raises(ImageError, match="NoneType"):
         image_parts(["https://example.com/a.png", None])  # type: ignore[list-item]
+
+
+# ------------------------------------------------------------- aspect ratio
+
+
+@pytest.mark.parametrize("size", [(800, 4), (4, 800), (200, 1), (1, 1)])
+def test_aspect_ratio_up_to_200_is_sent(size: tuple[int, int]) -> None:
+    data = _encoded(Image.new("RGB", size, "red"), "PNG")
+    mime, sent = _decode(image_part(data))
+    assert (mime, sent) == ("image/png", data)
+
+
+@pytest.mark.parametrize("size", [(804, 4), (4, 804), (1000, 4), (201, 1)])
+def test_aspect_ratio_above_200_is_an_image_error(tmp_path: Path, size: tuple[int, int]) -> None:
+    img = Image.new("RGB", size, "red")
+    path = tmp_path / "strip.png"
+    img.save(path)
+    for value in (path, path.read_bytes(), img):
+        with pytest.raises(ImageError, match="200:1") as info:
+            image_part(value)
+        assert f"{size[0]}x{size[1]}" in str(info.value)
+
+
+def test_aspect_ratio_is_checked_on_the_size_sent() -> None:
+    # 150:1, but a budget so small that the short side is pinned to one pixel
+    img = Image.new("RGB", (1500, 10), "red")
+    assert _fit(img.size, 300) == (224, 1)
+    with pytest.raises(ImageError, match="224x1"):
+        image_part(img, max_pixels=300)
+    assert _open(_decode(image_part(img, max_pixels=3000))[1]).size == (674, 4)  # 168:1
+
+
+# --------------------------------------------------- text that is not Unicode
+
+
+def test_path_with_a_lone_surrogate_is_an_image_error_with_a_printable_message() -> None:
+    with pytest.raises(ImageError, match="not valid Unicode") as info:
+        image_part("charts/\ud800.png")
+    str(info.value).encode("utf-8")  # the message itself is valid Unicode
+    assert "\\ud800" in info.value.source
+
+
+def test_missing_path_with_an_undecodable_byte_is_named_printably() -> None:
+    # "\udc80" is how Python spells an undecodable byte in a file name (surrogateescape)
+    with pytest.raises(ImageError, match="not found") as info:
+        image_part("/nonexistent/\udc80.png")
+    str(info.value).encode("utf-8")
+
+
+def test_url_with_a_lone_surrogate_is_an_image_error() -> None:
+    with pytest.raises(ImageError, match="URL is not valid Unicode") as info:
+        image_part("https://example.com/\udc80.png")
+    str(info.value).encode("utf-8")
+
+
+def test_non_ascii_url_passes_through() -> None:
+    url = "https://example.com/gráfico.png"
+    assert _url(image_part(url)) == url
+
+
+def test_path_with_a_nul_is_an_image_error() -> None:
+    with pytest.raises(ImageError, match="NUL character"):
+        image_part("chart\x00.png")
