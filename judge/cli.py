@@ -3,16 +3,22 @@
 ::
 
     thinking-judge score --question Q --response R [--image PATH] [--json]
-                         [--base-url URL | --backend offline] [--model M]
+                         [--base-url URL ... | --backend offline] [--model M]
+                         [--constrained] [--expected-score] [--output-format FORMAT]
+    thinking-judge batch IN.jsonl -o OUT.jsonl [--max-concurrency N] [--retry-failed]
+                         [backend and judge options as for score]
     thinking-judge demo [--cache-dir DIR] [--json]
 
-Exit status: 0 scored; 1 the judgment failed (the reason is printed); 2 bad usage;
-3 the backend cannot run (model not loadable, vLLM missing, server unreachable).
+Exit status: 0 scored (batch: every input id has a score); 1 a judgment failed (the
+reason is printed; batch: some record failed or repeated an id); 2 bad usage; 3 the
+backend cannot run (model not loadable, vLLM missing, server unreachable). ``batch`` is
+resumable: run the same command again after any interruption (see :mod:`judge.batch`).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -20,13 +26,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from backends.base import Backend
 from backends.errors import BackendConnectionError, BackendUnavailableError
 from judge import DEFAULT_MODEL, __version__
+from judge.batch import EXTENSIONS, BatchError, arun_batch, input_format_of
 from judge.runnable import ThinkingRewardJudge
 from judge.types import JudgeInput, ThinkingScore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
 SERVED_MODEL_NAME = "thinking-reward-model"
 BASE_URL_ENV = "THINKING_JUDGE_BASE_URL"
 
@@ -43,6 +53,10 @@ RANDOM_WEIGHTS_WARNING = (
 )
 
 
+class _UsageError(Exception):
+    """The command line cannot be carried out as given (exit status 2)."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="thinking-judge",
@@ -55,25 +69,39 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--question", required=True)
     score.add_argument("--response", required=True, help="the whole response, <think> included")
     score.add_argument("--image", action="append", default=[], help="image path or URL")
-    score.add_argument(
-        "--backend",
-        choices=["offline", "server"],
-        help="in-process vLLM engine or a server (default: server when a base URL is set)",
-    )
-    score.add_argument(
-        "--base-url", default=os.environ.get(BASE_URL_ENV), help=f"server URL (or ${BASE_URL_ENV})"
-    )
-    score.add_argument(
-        "--model",
-        help=f"model id or folder (offline default: {DEFAULT_MODEL}; "
-        f"server default: {SERVED_MODEL_NAME})",
-    )
-    score.add_argument(
-        "--api-key-env", help="env var holding the server's API key (default: VLLM_API_KEY)"
-    )
-    score.add_argument("--max-model-len", type=int, default=8192, help="offline context length")
-    score.add_argument("--timeout", type=float, default=120.0, help="server request timeout (s)")
+    _add_judge_options(score)
     score.add_argument("--json", action="store_true", help="print the whole ThinkingScore")
+
+    batch = commands.add_parser(
+        "batch",
+        help="score a JSONL, CSV or Parquet file into a JSONL file (resumable)",
+        description="Score every record of INPUT into OUTPUT, one JSON line per id. "
+        "Re-run the same command after any interruption: ids that already have a result "
+        "are skipped.",
+    )
+    batch.add_argument(
+        "input",
+        type=Path,
+        help="records with question, response and optionally id, image or images "
+        f"(format from the extension: {', '.join(sorted(EXTENSIONS))})",
+    )
+    batch.add_argument("-o", "--output", type=Path, required=True, help="the JSONL result file")
+    batch.add_argument(
+        "--input-format", choices=["jsonl", "csv", "parquet"], help="override the extension"
+    )
+    batch.add_argument(
+        "--max-concurrency", type=_positive_int, default=64, help="judgments in flight (64)"
+    )
+    batch.add_argument(
+        "--retry-failed", action="store_true", help="score again the ids whose result failed"
+    )
+    batch.add_argument(
+        "--progress",
+        choices=["auto", "bar", "log", "off"],
+        default="auto",
+        help="on stderr: a bar on a terminal, a line every 10 s otherwise (auto)",
+    )
+    _add_judge_options(batch)
 
     demo = commands.add_parser(
         "demo", help="build a tiny random-weight model and score an example on it (no GPU)"
@@ -83,20 +111,108 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_judge_options(command: argparse.ArgumentParser) -> None:
+    """The backend and judge options that ``score`` and ``batch`` share."""
+    command.add_argument(
+        "--backend",
+        choices=["offline", "server"],
+        help="in-process vLLM engine or a server (default: server when a base URL is set)",
+    )
+    command.add_argument(
+        "--base-url",
+        action="append",
+        dest="base_urls",
+        metavar="URL",
+        help=f"server URL; repeat for replicas (default: ${BASE_URL_ENV}, comma-separated)",
+    )
+    command.add_argument(
+        "--model",
+        help=f"model id or folder (offline default: {DEFAULT_MODEL}; "
+        f"server default: {SERVED_MODEL_NAME})",
+    )
+    command.add_argument(
+        "--api-key-env", help="env var holding the server's API key (default: VLLM_API_KEY)"
+    )
+    command.add_argument("--max-model-len", type=int, default=8192, help="offline context length")
+    command.add_argument("--timeout", type=float, default=120.0, help="server request timeout (s)")
+    command.add_argument(
+        "--constrained",
+        action="store_true",
+        help="constrain the answer to the model's score grid (vLLM structured outputs)",
+    )
+    command.add_argument(
+        "--expected-score",
+        action="store_true",
+        help="also compute the probability-weighted score from the logprobs",
+    )
+    command.add_argument(
+        "--output-format",
+        choices=["bare", "answer_tag"],
+        help="the model card's bare score (default) or the training code's <answer> tag",
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _cache_dir() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "thinking-reward-judge"
 
 
-def _server_backend(args: argparse.Namespace) -> Backend:
+def _base_urls(args: argparse.Namespace) -> list[str]:
+    """The ``--base-url`` flags, else the URLs in ``$THINKING_JUDGE_BASE_URL``."""
+    if args.base_urls:
+        return list(args.base_urls)
+    return [url for url in os.environ.get(BASE_URL_ENV, "").replace(",", " ").split() if url]
+
+
+def _backend(args: argparse.Namespace, *, max_concurrency: int = 64) -> Backend:
+    """The backend the shared options ask for (an offline engine is loaded here)."""
+    urls = _base_urls(args)
+    use_server = args.backend == "server" or (args.backend is None and urls)
+    if not use_server:
+        return _offline_backend(args.model or DEFAULT_MODEL, max_model_len=args.max_model_len)
+    if not urls:
+        raise _UsageError(f"--backend server needs --base-url or ${BASE_URL_ENV}")
     from backends.vllm_server import VLLMServerBackend
 
-    return VLLMServerBackend(
-        base_url=args.base_url,
-        model=args.model or SERVED_MODEL_NAME,
-        api_key_env=args.api_key_env,
-        timeout=args.timeout,
-    )
+    try:
+        return VLLMServerBackend(
+            base_url=urls,  # type: ignore[arg-type]  # one URL or several replicas
+            model=args.model or SERVED_MODEL_NAME,
+            api_key_env=args.api_key_env,
+            timeout=args.timeout,
+            max_concurrency=max_concurrency,
+        )
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from exc
+
+
+def _judge_options(args: argparse.Namespace) -> dict[str, Any]:
+    """ThinkingRewardJudge fields set by the shared options (only those given)."""
+    options: dict[str, Any] = {}
+    if args.constrained:
+        options["constrained"] = True
+    if args.expected_score:
+        options["expected_score"] = True
+    if args.output_format is not None:
+        options["output_format"] = args.output_format
+    missing = sorted(set(options) - set(ThinkingRewardJudge.model_fields))
+    if missing:  # pydantic would ignore an unknown field silently
+        raise _UsageError(f"this version of the judge has no {', '.join(missing)} option")
+    return options
+
+
+def _judge(backend: Backend, options: dict[str, Any]) -> ThinkingRewardJudge:
+    try:
+        return ThinkingRewardJudge(backend=backend, **options)
+    except ValidationError as exc:  # e.g. --constrained on a backend without structured outputs
+        raise _UsageError("; ".join(error["msg"] for error in exc.errors())) from exc
 
 
 def _offline_backend(model: str, **engine_kwargs: Any) -> Backend:
@@ -127,22 +243,50 @@ def _report(result: ThinkingScore, *, as_json: bool) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    use_server = args.backend == "server" or (args.backend is None and args.base_url)
-    if use_server and not args.base_url:
-        print(
-            f"thinking-judge: --backend server needs --base-url or ${BASE_URL_ENV}", file=sys.stderr
-        )
-        return EXIT_USAGE
-    if use_server:
-        backend = _server_backend(args)
-    else:
-        backend = _offline_backend(args.model or DEFAULT_MODEL, max_model_len=args.max_model_len)
+    options = _judge_options(args)
+    backend = _backend(args)
     item: JudgeInput = {"question": args.question, "response": args.response}
     if args.image:
         item["images"] = args.image
     with backend:
-        result = ThinkingRewardJudge(backend=backend).invoke(item)
+        result = _judge(backend, options).invoke(item)
     return _report(result, as_json=args.json)
+
+
+def _batch(args: argparse.Namespace) -> int:
+    options = _judge_options(args)
+    if not args.input.is_file():
+        raise _UsageError(f"no input file {os.fspath(args.input)!r}")
+    if args.input_format is None:
+        input_format_of(args.input)  # fail before a model is loaded
+    backend = _backend(args, max_concurrency=args.max_concurrency)
+    with backend:
+        judge = _judge(backend, options)
+        try:
+            summary = asyncio.run(
+                arun_batch(
+                    judge,
+                    args.input,
+                    args.output,
+                    input_format=args.input_format,
+                    max_concurrency=args.max_concurrency,
+                    retry_failed=args.retry_failed,
+                    progress=args.progress,
+                )
+            )
+        except KeyboardInterrupt:
+            print(
+                "thinking-judge: interrupted; run the same command again to resume",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
+        except OSError as exc:
+            print(
+                f"thinking-judge: writing {os.fspath(args.output)!r} failed: {exc}", file=sys.stderr
+            )
+            return EXIT_FAILED
+    print(f"thinking-judge batch: {summary.describe()}", file=sys.stderr)
+    return summary.exit_status
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -196,8 +340,12 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
+    command = {"score": _score, "batch": _batch, "demo": _demo}[args.command]
     try:
-        return _demo(args) if args.command == "demo" else _score(args)
+        return command(args)
+    except (_UsageError, BatchError) as exc:
+        print(f"thinking-judge: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except BackendUnavailableError as exc:
         print(f"thinking-judge: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
