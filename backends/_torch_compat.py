@@ -128,6 +128,23 @@ def _hide_unloadable_media_packages() -> None:
             torch.ops.load_library(str(path))
         except (ImportError, OSError):
             sys.modules[package] = None  # type: ignore[assignment]
+            _forget_cached_availability()
+
+
+def _forget_cached_availability() -> None:
+    """Clear transformers' cached "is torchaudio / torchcodec available" answers.
+
+    When transformers was imported before torch (``import transformers`` first), it has
+    already answered "available" and cached it; without this, its model modules would
+    then try the import and fail.
+    """
+    utils = sys.modules.get("transformers.utils.import_utils")
+    if utils is None:
+        return
+    for name in ("is_torchaudio_available", "is_speech_available", "is_torchcodec_available"):
+        clear = getattr(getattr(utils, name, None), "cache_clear", None)
+        if clear is not None:
+            clear()
 
 
 def _extension_path() -> pathlib.Path | None:

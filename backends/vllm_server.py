@@ -218,7 +218,7 @@ class VLLMServerBackend(OpenAICompatibleBackend):
     """A vLLM OpenAI-compatible server.
 
     Args:
-        base_url: The server's API root, ending in ``/v1``.
+        base_url: The server's API root, ending in ``/v1``, or a list of replicas' roots.
         model: The served model name (``--served-model-name``).
         structured_outputs: vLLM ``structured_outputs`` sent with every request
             (e.g. ``{"choice": ["0.0", "0.1", ...]}``); a request's own wins.
@@ -240,7 +240,7 @@ class VLLMServerBackend(OpenAICompatibleBackend):
 
     def __init__(
         self,
-        base_url: str = "http://127.0.0.1:8000/v1",
+        base_url: str | Sequence[str] = "http://127.0.0.1:8000/v1",
         model: str = "thinking-reward-model",
         *,
         structured_outputs: Mapping[str, Any] | None = None,

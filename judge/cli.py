@@ -183,7 +183,7 @@ def _backend(args: argparse.Namespace, *, max_concurrency: int = 64) -> Backend:
 
     try:
         return VLLMServerBackend(
-            base_url=urls,  # type: ignore[arg-type]  # one URL or several replicas
+            base_url=urls,  # one URL or several replicas
             model=args.model or SERVED_MODEL_NAME,
             api_key_env=args.api_key_env,
             timeout=args.timeout,

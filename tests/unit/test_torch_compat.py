@@ -47,3 +47,43 @@ def test_torchvision_imports_after_install():
     import torchvision
 
     assert torchvision.__version__
+
+
+def test_hiding_clears_what_transformers_already_cached(fake_package, monkeypatch):
+    import functools
+    import types
+
+    calls = []
+
+    @functools.lru_cache
+    def is_torchaudio_available():
+        calls.append(1)
+        return True
+
+    utils = types.ModuleType("transformers.utils.import_utils")
+    utils.is_torchaudio_available = is_torchaudio_available
+    monkeypatch.setitem(sys.modules, "transformers.utils.import_utils", utils)
+    assert is_torchaudio_available()  # cached "available", as `import transformers` does
+    (fake_package / "lib" / "_ext.so").write_bytes(b"not a shared library")
+    monkeypatch.setattr(_torch_compat, "_MEDIA_LIBRARIES", (("fake_media_pkg", "lib/_ext.so"),))
+    _torch_compat._hide_unloadable_media_packages()
+    is_torchaudio_available()
+    assert len(calls) == 2  # asked again after the package was hidden
+
+
+def test_tiny_model_builds_after_transformers_was_imported_first(tmp_path):
+    import subprocess
+
+    code = (
+        "import sys, transformers\n"
+        "from judge.testing import build_tiny_model\n"
+        "build_tiny_model(__import__('pathlib').Path(sys.argv[1]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "tiny")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "tiny" / "config.json").exists()
