@@ -13,6 +13,7 @@
     │   └── BackendUnavailableError     the backend cannot run here (package, model, memory)
     ├── InputError                      the judge input is unusable
     │   └── ImageError                  an image could not be read or encoded  (source)
+    ├── BatchError                      a batch file cannot be read or written (judge.batch)
     └── JudgmentError                   the model answered, but not with a score
         └── ScoreParseError             also langchain-core's OutputParserException
 
