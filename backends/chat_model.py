@@ -218,18 +218,30 @@ class _Plan:
             for run_id in group.run_ids
         ]
 
-    def record(self, group: _Group, outputs: Sequence[Any], elapsed: float) -> None:
-        """Turn a group's outputs (messages or exceptions) into results."""
+    def call(self, group: _Group, max_concurrency: int) -> dict[str, Any]:
+        """The keyword arguments of ``llm.batch`` / ``llm.abatch`` for a group."""
+        return {
+            "inputs": group.inputs,
+            "config": self.configs(group, max_concurrency),
+            "return_exceptions": True,
+            **group.kwargs,
+        }
+
+    def record(self, group: _Group, outputs: Sequence[Any] | Exception, elapsed: float) -> None:
+        """Turn a group's outputs (messages or exceptions) into results.
+
+        When the whole call raised (``outputs`` is the exception), every request of the
+        group gets that error.
+        """
+        if isinstance(outputs, Exception):
+            for index in group.indices:
+                self.results[index] = self.backend._error(outputs, self.requests[index])
+            return
         for index, run_id, output in zip(group.indices, group.run_ids, outputs, strict=True):
             latency = self.clock.latency(run_id)
             self.results[index] = self.backend._result(
                 output, self.requests[index], elapsed if latency is None else latency
             )
-
-    def fail(self, group: _Group, exc: Exception) -> None:
-        """The whole ``batch`` call raised: every request of the group gets the error."""
-        for index in group.indices:
-            self.results[index] = self.backend._error(exc, self.requests[index])
 
     def done(self) -> list[Result]:
         return self.results  # type: ignore[return-value]  # every slot is filled
@@ -394,13 +406,6 @@ class ChatModelBackend(Backend):
     ) -> list[Result]:
         """Run the requests through ``llm.batch``; one result per request, in order.
 
-        Args:
-            requests: The chat completions to run.
-            max_concurrency: Requests in flight at once; defaults to the backend's.
-
-        Returns:
-            One :class:`~backends.base.Completion` or ``BackendError`` per request.
-
         Raises:
             ValueError: ``max_concurrency`` is less than 1.
         """
@@ -408,16 +413,10 @@ class ChatModelBackend(Backend):
         for group in plan.groups:
             started = perf_counter()
             try:
-                outputs = self.llm.batch(
-                    group.inputs,
-                    plan.configs(group, concurrency),
-                    return_exceptions=True,
-                    **group.kwargs,
-                )
+                outputs = self.llm.batch(**plan.call(group, concurrency))
             except Exception as exc:
-                plan.fail(group, exc)
-            else:
-                plan.record(group, outputs, perf_counter() - started)
+                outputs = exc
+            plan.record(group, outputs, perf_counter() - started)
         return plan.done()
 
     async def agenerate(
@@ -428,16 +427,10 @@ class ChatModelBackend(Backend):
         for group in plan.groups:
             started = perf_counter()
             try:
-                outputs = await self.llm.abatch(
-                    group.inputs,
-                    plan.configs(group, concurrency),
-                    return_exceptions=True,
-                    **group.kwargs,
-                )
+                outputs = await self.llm.abatch(**plan.call(group, concurrency))
             except Exception as exc:
-                plan.fail(group, exc)
-            else:
-                plan.record(group, outputs, perf_counter() - started)
+                outputs = exc
+            plan.record(group, outputs, perf_counter() - started)
         return plan.done()
 
     # ------------------------------------------------------------------ the pure core

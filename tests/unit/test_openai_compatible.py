@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
+from test_endpoints import FakeClock  # the same injected clock as the pool's own tests
 
 from backends.base import Completion, JudgeRequest
 from backends.errors import (
@@ -1044,17 +1045,6 @@ def test_launch_refuses_an_api_key_on_the_command_line():
 
 
 # --------------------------------------------------------------------------- reliability
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
