@@ -15,8 +15,25 @@ from judge.errors import (
     ScoreParseError,
     ThinkingJudgeError,
 )
+from judge.evaluators import (
+    EVALUATION_KEY,
+    ThinkingRunEvaluator,
+    create_async_thinking_evaluator,
+    create_thinking_evaluator,
+)
 from judge.parse import SCORE_GRID, parse_score
 from judge.prompt import TEMPLATE_VERSION, render_messages, render_prompt
+from judge.rerank import BestOfN, RankedResponse, ThinkingRerank, best_of_n
+from judge.rewards import (
+    EasyR1Reward,
+    GroupReward,
+    GRPOReward,
+    RewardStep,
+    SyncGRPOReward,
+    TrustGRPO,
+    VerlReward,
+    trust_weight,
+)
 from judge.runnable import ThinkingRewardJudge
 from judge.types import JudgeInput, ThinkingScore
 
@@ -30,19 +47,35 @@ DEFAULT_MODEL = "bunny127/SophiaVL-R1-Thinking-Reward-Model-3B"
 
 __all__ = [
     "DEFAULT_MODEL",
+    "EVALUATION_KEY",
     "SCORE_GRID",
     "TEMPLATE_VERSION",
     "BackendError",
+    "BestOfN",
+    "EasyR1Reward",
+    "GRPOReward",
+    "GroupReward",
     "ImageError",
     "InputError",
     "JudgeInput",
     "JudgmentError",
+    "RankedResponse",
+    "RewardStep",
     "ScoreParseError",
+    "SyncGRPOReward",
     "ThinkingJudgeError",
+    "ThinkingRerank",
     "ThinkingRewardJudge",
+    "ThinkingRunEvaluator",
     "ThinkingScore",
+    "TrustGRPO",
+    "VerlReward",
     "__version__",
+    "best_of_n",
+    "create_async_thinking_evaluator",
+    "create_thinking_evaluator",
     "parse_score",
     "render_messages",
     "render_prompt",
+    "trust_weight",
 ]

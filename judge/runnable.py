@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import get_callback_manager_for_config, get_config_list
@@ -30,6 +30,11 @@ from judge.parse import ScoreTrace, constraint_choices, expected_score, parse_sc
 from judge.prompt import ANSWER_TAG, TEMPLATE_VERSIONS, OutputFormat, prompt_sha256, render_messages
 from judge.sanitize import neutralize_special_tokens
 from judge.types import JudgeInput, ThinkingScore
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from judge.evaluators import Prepare, ThinkingRunEvaluator
 
 
 @dataclass(slots=True)
@@ -430,6 +435,109 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
         for cfg in configs:
             cfg["metadata"] = {**ls_params, **(cfg.get("metadata") or {})}
         return configs
+
+    # -- evaluators (see judge.evaluators) --------------------------------------------------
+
+    def as_langsmith_evaluator(
+        self,
+        *,
+        key: str = "thinking_reward",
+        prepare: Prepare | None = None,
+        use_expected_score: bool = True,
+    ) -> ThinkingRunEvaluator:
+        """This judge as a LangSmith ``RunEvaluator``, for ``langsmith.evaluate``.
+
+        Args:
+            key: The feedback key.
+            prepare: Maps ``inputs``, ``outputs``, ``reference_outputs`` and
+                ``attachments`` to the judge input; the default finds the question,
+                the response and images (see :mod:`judge.evaluators`).
+            use_expected_score: Report the expected score when this judge computes one.
+
+        Returns:
+            A :class:`~judge.evaluators.ThinkingRunEvaluator`. A failed judgment is an
+            evaluation error (``score=None``, the reason in ``comment``), never a score.
+        """
+        from judge.evaluators import ThinkingRunEvaluator
+
+        return ThinkingRunEvaluator(
+            self, key=key, prepare=prepare, use_expected_score=use_expected_score
+        )
+
+    def as_evaluator(
+        self,
+        *,
+        key: str = "thinking_reward",
+        prepare: Prepare | None = None,
+        use_expected_score: bool = True,
+        asynchronous: bool = False,
+    ) -> Callable[..., Any]:
+        """This judge as an openevals-style evaluator function.
+
+        Args:
+            key: The feedback key.
+            prepare: As for :meth:`as_langsmith_evaluator`.
+            use_expected_score: Report the expected score when this judge computes one.
+            asynchronous: Return the ``async def`` form (for ``langsmith.aevaluate``).
+
+        Returns:
+            ``evaluator(*, inputs, outputs, reference_outputs=None, attachments=None,
+            **kwargs) -> {"key", "score", "comment", "metadata"}`` (see
+            :func:`judge.evaluators.create_thinking_evaluator`).
+        """
+        from judge import evaluators
+
+        create = (
+            evaluators.create_async_thinking_evaluator
+            if asynchronous
+            else evaluators.create_thinking_evaluator
+        )
+        return create(self, key=key, prepare=prepare, use_expected_score=use_expected_score)
+
+    def as_string_evaluator(
+        self, *, key: str = "thinking_reward", use_expected_score: bool = True
+    ) -> Any:
+        """This judge as langchain-classic's ``StringEvaluator`` (needs langchain-classic).
+
+        Returns:
+            A ``ThinkingStringEvaluator`` (see :mod:`judge.evaluators`).
+
+        Raises:
+            ImportError: langchain-classic is not installed.
+        """
+        from judge.evaluators import create_string_evaluator
+
+        return create_string_evaluator(self, key=key, use_expected_score=use_expected_score)
+
+    # -- RL rewards (see judge.rewards) -------------------------------------------------
+
+    def as_reward_func(
+        self,
+        outcome_reward: Callable[..., Any] | None = None,
+        *,
+        asynchronous: bool = True,
+        **options: Any,
+    ) -> Callable[..., Any]:
+        """This judge as a TRL ``GRPOTrainer`` reward function.
+
+        Args:
+            outcome_reward: A TRL reward function giving the outcome reward; with it the
+                reward is Trust-GRPO's (SophiaVL-R1), else the thinking score alone.
+            asynchronous: Return the ``async`` form, which TRL awaits concurrently with
+                its other async rewards; False for a plain function.
+            **options: The options of :class:`~judge.rewards.GRPOReward` (``alpha``,
+                ``anneal_steps``, ``trust``, ``include_outcome``, ``num_generations``,
+                ``name``...).
+
+        Returns:
+            A :class:`~judge.rewards.GRPOReward` (or ``SyncGRPOReward``): called as TRL
+            calls it, it returns one reward per completion, None where the judgment
+            failed.
+        """
+        from judge.rewards import GRPOReward, SyncGRPOReward
+
+        kind = GRPOReward if asynchronous else SyncGRPOReward
+        return kind(self, outcome_reward=outcome_reward, **options)
 
 
 def _parsed(text: str) -> float | None:
