@@ -430,3 +430,48 @@ def _safe_text(text: str, limit: int = 160) -> str:
         return text
     keep = (limit - 3) // 2
     return f"{text[:keep]}...{text[-keep:]}"
+
+
+# --------------------------------------------------------------------------- traces
+
+_IMAGE_KEYS = ("image", "images")
+
+
+def describe_image(image: object) -> str:
+    """A short stand-in for an image in traces and logs: never its bytes or base64.
+
+    Bytes and PIL images by size, a data URL by type and length, an http(s) URL without
+    credentials, query or fragment (a signed URL's query is a secret), a path as it is.
+    """
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return f"<image: {len(image)} bytes>"
+    if isinstance(image, str):
+        if image.startswith("data:"):
+            mime = image[5:].split(";", 1)[0].split(",", 1)[0] or "unknown type"
+            return f"<image: data URL, {_safe_text(mime, 40)}, {len(image)} characters>"
+        if image.startswith(("http://", "https://")):
+            return _describe_url(image)
+        return _safe_text(image)
+    size = getattr(image, "size", None)
+    if isinstance(size, tuple) and len(size) == 2:
+        return f"<image: {type(image).__name__} {size[0]}x{size[1]}>"
+    return f"<image: {type(image).__name__}>"
+
+
+def traced_input(value: object) -> object:
+    """A judge input as traces show it: its images replaced by :func:`describe_image`.
+
+    The judge itself still gets the input as given; anything without image fields is
+    returned unchanged (the same object).
+    """
+    if not isinstance(value, dict) or not any(key in value for key in _IMAGE_KEYS):
+        return value
+    shown = dict(value)
+    if shown.get("image") is not None:
+        shown["image"] = describe_image(shown["image"])
+    images = shown.get("images")
+    if isinstance(images, Sequence) and not isinstance(images, (str, bytes, bytearray)):
+        shown["images"] = [describe_image(image) for image in images]
+    elif images is not None:
+        shown["images"] = describe_image(images)
+    return shown

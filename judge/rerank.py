@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
@@ -35,6 +34,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from judge.errors import InputError, JudgmentError
 from judge.evaluators import question_text, response_text
+from judge.images import traced_input
 from judge.runnable import ThinkingRewardJudge
 from judge.types import JudgeInput, ThinkingScore
 
@@ -125,42 +125,6 @@ def rank(
         )
         for position, i in ranked
     ]
-
-
-# --------------------------------------------------------------------------- trace safety
-
-
-def _describe_image(image: Any) -> Any:
-    """A short, safe stand-in for an image in a trace: never its bytes or base64."""
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return f"<image: {len(image)} bytes>"
-    if isinstance(image, str):
-        if image.startswith("data:"):
-            mime = image[5:].split(";", 1)[0] or "unknown type"
-            return f"<image: data URL, {mime}, {len(image)} characters>"
-        parts = urlsplit(image)
-        if parts.scheme in ("http", "https"):
-            return f"{parts.scheme}://{parts.netloc}{parts.path}"  # a signed query may be a secret
-        return image
-    size = getattr(image, "size", None)
-    if isinstance(size, tuple) and len(size) == 2:
-        return f"<image: {type(image).__name__} {size[0]}x{size[1]}>"
-    return f"<image: {type(image).__name__}>"
-
-
-def traced_input(value: Any) -> Any:
-    """``value`` with its images replaced by :func:`_describe_image`'s descriptions."""
-    if not isinstance(value, Mapping) or not any(k in value for k in _IMAGE_KEYS):
-        return value
-    shown = dict(value)
-    if shown.get("image") is not None:
-        shown["image"] = _describe_image(shown["image"])
-    images = shown.get("images")
-    if isinstance(images, Sequence) and not isinstance(images, (str, bytes, bytearray)):
-        shown["images"] = [_describe_image(image) for image in images]
-    elif images is not None:
-        shown["images"] = _describe_image(images)
-    return shown
 
 
 # --------------------------------------------------------------------------- the rerank
@@ -466,5 +430,4 @@ __all__ = [
     "ThinkingRerank",
     "best_of_n",
     "rank",
-    "traced_input",
 ]

@@ -25,7 +25,7 @@ from pydantic import ConfigDict, Field, model_validator
 from backends.base import Backend, Completion, JudgeRequest, Result
 from backends.errors import BackendError, ThinkingJudgeError
 from judge.errors import InputError, JudgmentError
-from judge.images import image_parts
+from judge.images import image_parts, traced_input
 from judge.parse import ScoreTrace, constraint_choices, expected_score, parse_score, trace_answer
 from judge.prompt import ANSWER_TAG, TEMPLATE_VERSIONS, OutputFormat, prompt_sha256, render_messages
 from judge.sanitize import neutralize_special_tokens
@@ -148,11 +148,14 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
     ) -> list[ThinkingScore]:
         """Judge many inputs in one backend call; results in input order."""
         configs = self._traced_configs(config, len(inputs))
+        originals = list(inputs)
         if not _has_callbacks(configs):
-            return _outputs(self._judge_batch(list(inputs), configs), return_exceptions)
+            return _outputs(self._judge_batch(originals, configs), return_exceptions)
+        # Traces show the inputs with their images described, never their bytes; the
+        # judgment itself uses the originals.
         return self._batch_with_config(
-            self._judge_batch,
-            list(inputs),
+            lambda _shown, config: self._judge_batch(originals, config),
+            [traced_input(item) for item in originals],
             configs,
             return_exceptions=return_exceptions,
             run_type="llm",
@@ -168,11 +171,12 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
     ) -> list[ThinkingScore]:
         """Judge many inputs in one backend call (async); results in input order."""
         configs = self._traced_configs(config, len(inputs))
+        originals = list(inputs)
         if not _has_callbacks(configs):
-            return _outputs(await self._ajudge_batch(list(inputs), configs), return_exceptions)
+            return _outputs(await self._ajudge_batch(originals, configs), return_exceptions)
         return await self._abatch_with_config(
-            self._ajudge_batch,
-            list(inputs),
+            lambda _shown, config: self._ajudge_batch(originals, config),
+            [traced_input(item) for item in originals],
             configs,
             return_exceptions=return_exceptions,
             run_type="llm",

@@ -27,7 +27,7 @@ from judge import (
     ThinkingRewardJudge,
     best_of_n,
 )
-from judge.rerank import traced_input
+from judge.images import traced_input
 
 QUESTION = "What is 2+2?"
 SECRET = "sk-test-SECRET-0123456789"
@@ -264,7 +264,7 @@ def test_traced_input_hides_images():
     assert shown["question"] == QUESTION
     assert shown["images"][0].startswith("<image: ")
     assert shown["images"][1].startswith("<image: data URL, image/png")
-    assert shown["images"][2] == "https://host.invalid/a.png"
+    assert shown["images"][2] == "https://host.invalid/a.png?..."  # the query elided
     assert shown["images"][3] == "chart.png"
     assert traced_input("plain") == "plain"
     pil = traced_input({"image": Image.new("RGB", (3, 4))})

@@ -265,3 +265,39 @@ def test_lone_surrogates_are_an_input_error():
     assert result.error_type == "InputError"
     assert "Unicode" in result.error
     assert backend.requests == []
+
+
+class _InputRecorder(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.inputs: list = []
+        self.outputs: list = []
+
+    def on_chain_start(self, serialized, inputs, **kwargs):
+        self.inputs.append(inputs)
+
+    def on_chain_end(self, outputs, **kwargs):
+        self.outputs.append(outputs)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_traces_describe_images_and_never_carry_their_bytes(asynchronous):
+    import base64
+
+    image = png_bytes((16, 16))
+    items = [
+        {**ITEM, "image": image},
+        {**ITEM, "images": ["data:image/png;base64," + base64.b64encode(image).decode()]},
+    ]
+    recorder = _InputRecorder()
+    judge = ThinkingRewardJudge(backend=FakeBackend(["0.5"]))
+    config = {"callbacks": [recorder]}
+    if asynchronous:
+        results = asyncio.run(judge.abatch(items, config))
+    else:
+        results = judge.batch(items, config)
+    assert [r.score for r in results] == [0.5, 0.5]
+    shown = repr(recorder.inputs)
+    assert recorder.inputs[0]["image"] == f"<image: {len(image)} bytes>"
+    assert "data URL, image/png" in shown
+    assert base64.b64encode(image).decode()[:40] not in shown
+    assert "\\x89PNG" not in shown
