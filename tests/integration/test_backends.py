@@ -62,7 +62,7 @@ def test_constrained_answers_are_scores_on_the_grid(backend: Backend, make_png):
 
 
 def test_batch_keeps_order(backend: Backend):
-    items = [{"question": "q", "response": "step " * (5 * i)} for i in range(12)]
+    items = [{"question": "q", "response": "step " * (5 * i)} for i in range(1, 13)]
     results = ThinkingRewardJudge(backend=backend).batch(items, config={"max_concurrency": 4})
     tokens = [r.usage["prompt_tokens"] for r in results]
     assert tokens == sorted(tokens)
@@ -70,7 +70,7 @@ def test_batch_keeps_order(backend: Backend):
 
 
 async def test_abatch_keeps_order(backend: Backend):
-    items = [{"question": "q", "response": "step " * (5 * i)} for i in range(12)]
+    items = [{"question": "q", "response": "step " * (5 * i)} for i in range(1, 13)]
     results = await ThinkingRewardJudge(backend=backend).abatch(
         items, config={"max_concurrency": 8}
     )
