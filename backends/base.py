@@ -122,6 +122,19 @@ class Completion:
 Result = Completion | BackendError
 
 
+def content_text(content: Any) -> str:
+    """The text of a chat message's content: a string, or its text blocks joined."""
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for block in content or ():
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, Mapping) and block.get("type") == "text":
+            parts.append(str(block.get("text") or ""))
+    return "".join(parts)
+
+
 class Backend(ABC):
     """A way to run chat completions for the judge.
 
@@ -321,4 +334,5 @@ __all__ = [
     "Result",
     "SyncBackend",
     "TokenLogprob",
+    "content_text",
 ]

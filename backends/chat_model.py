@@ -98,7 +98,7 @@ from langchain_core.messages import BaseMessage, convert_to_messages
 from langchain_core.runnables import RunnableConfig, ensure_config
 from pydantic import SecretStr
 
-from backends.base import Backend, Completion, JudgeRequest, Result, TokenLogprob
+from backends.base import Backend, Completion, JudgeRequest, Result, TokenLogprob, content_text
 from backends.errors import (
     BackendConnectionError,
     BackendContextLengthError,
@@ -130,7 +130,10 @@ _CONNECTION_ERRORS = (
     ConnectionError,
     *_lc_errors("ModelConnectionError"),
 )
-_RATE_LIMIT_ERRORS = (openai.RateLimitError, *_lc_errors("ModelRateLimitError"))
+_RATE_LIMIT_ERRORS: tuple[type[BaseException], ...] = (
+    openai.RateLimitError,
+    *_lc_errors("ModelRateLimitError"),
+)
 
 
 @dataclass(slots=True)
@@ -412,6 +415,7 @@ class ChatModelBackend(Backend):
         plan, concurrency = self._plan(requests, max_concurrency)
         for group in plan.groups:
             started = perf_counter()
+            outputs: Sequence[Any] | Exception
             try:
                 outputs = self.llm.batch(**plan.call(group, concurrency))
             except Exception as exc:
@@ -426,6 +430,7 @@ class ChatModelBackend(Backend):
         plan, concurrency = self._plan(requests, max_concurrency)
         for group in plan.groups:
             started = perf_counter()
+            outputs: Sequence[Any] | Exception
             try:
                 outputs = await self.llm.abatch(**plan.call(group, concurrency))
             except Exception as exc:
@@ -482,7 +487,7 @@ class ChatModelBackend(Backend):
             )
         prompt_tokens, completion_tokens = _usage(output)
         return Completion(
-            text=_text(output.content),
+            text=content_text(output.content),
             finish_reason=(
                 metadata.get("finish_reason")
                 or metadata.get("stop_reason")
@@ -565,19 +570,6 @@ def _host_message(exc: BaseException) -> str:
         if isinstance(message, str):
             return message
     return str(exc)
-
-
-def _text(content: Any) -> str:
-    """The text of a message's content: a string, or the text blocks of a list."""
-    if isinstance(content, str):
-        return content
-    parts: list[str] = []
-    for block in content or ():
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, Mapping) and block.get("type") == "text":
-            parts.append(str(block.get("text") or ""))
-    return "".join(parts)
 
 
 def _usage(message: BaseMessage) -> tuple[int | None, int | None]:

@@ -56,6 +56,7 @@ from langchain_core.runnables import RunnableConfig
 from langsmith.evaluation.evaluator import EvaluationResult, RunEvaluator
 from langsmith.run_helpers import get_tracing_context, tracing_context
 
+from backends.base import content_text
 from judge.errors import InputError, ThinkingJudgeError
 from judge.types import JudgeInput, ThinkingScore
 
@@ -92,19 +93,6 @@ is the default (see the module documentation).
 
 
 # --------------------------------------------------------------------------- reading text
-
-
-def _content_text(content: Any) -> str:
-    """The text of a message's content: a string, or its text blocks joined."""
-    if isinstance(content, str):
-        return content
-    parts: list[str] = []
-    for block in content or ():
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, Mapping) and block.get("type") == "text":
-            parts.append(str(block.get("text") or ""))
-    return "".join(parts)
 
 
 def _reasoning(content: Any, extra: Mapping[str, Any]) -> str:
@@ -155,14 +143,14 @@ def response_text(value: Any) -> str:
         return value
     if isinstance(value, BaseMessage):
         return _with_thinking(
-            _reasoning(value.content, value.additional_kwargs), _content_text(value.content)
+            _reasoning(value.content, value.additional_kwargs), content_text(value.content)
         )
     if isinstance(value, ChatGeneration):
         return response_text(value.message)
     if isinstance(value, Generation):
         return value.text
     if _is_message_dict(value):
-        return _with_thinking(_reasoning(value["content"], value), _content_text(value["content"]))
+        return _with_thinking(_reasoning(value["content"], value), content_text(value["content"]))
     raise InputError(
         f"cannot read a response from a value of type {type(value).__name__}: give a "
         "string, a message or a generation"
