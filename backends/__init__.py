@@ -61,7 +61,8 @@ def backend_class(name: str) -> type[Backend]:
         known = ", ".join(sorted(REGISTRY))
         raise KeyError(f"no backend named {name!r}; known backends: {known}") from None
     module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    cls: type[Backend] = getattr(importlib.import_module(module), attr)
+    return cls
 
 
 def __getattr__(attr: str) -> Any:

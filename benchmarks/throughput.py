@@ -64,7 +64,11 @@ RESPONSE = (
 
 
 def serve(port_queue: Any, delay: float) -> None:
-    """The fake host (run in its own process): read the body, wait, answer "0.7"."""
+    """The fake host (run in its own process): read the body, wait, answer "0.7".
+
+    A request with a ``response_format`` (a structured-output client) is answered with
+    the JSON ``{"score": 0.7}`` instead.
+    """
     from aiohttp import web
 
     try:
@@ -90,10 +94,14 @@ def serve(port_queue: Any, delay: float) -> None:
         }
     )
 
+    structured = reply.replace(b'"0.7"', dumps(dumps({"score": 0.7}).decode()))
+
     async def chat(request: web.Request) -> web.Response:
-        await request.read()
+        body = await request.read()
         await asyncio.sleep(delay)
-        return web.Response(body=reply, content_type="application/json")
+        # A client asking for JSON (openevals' structured output) gets {"score": 0.7}.
+        answer = structured if b'"response_format"' in body else reply
+        return web.Response(body=answer, content_type="application/json")
 
     async def run() -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)

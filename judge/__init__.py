@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from judge.cache import JudgmentCache
 from judge.errors import (
     BackendError,
+    CacheError,
     ImageError,
     InputError,
     JudgmentError,
@@ -52,12 +54,14 @@ __all__ = [
     "TEMPLATE_VERSION",
     "BackendError",
     "BestOfN",
+    "CacheError",
     "EasyR1Reward",
     "GRPOReward",
     "GroupReward",
     "ImageError",
     "InputError",
     "JudgeInput",
+    "JudgmentCache",
     "JudgmentError",
     "RankedResponse",
     "RewardStep",

@@ -142,6 +142,8 @@ class BatchSummary:
         compacted: Whether the output was rewritten with one line per id.
         aborted: Why the run stopped early (the backend became unreachable), or None.
         elapsed_s: Wall time of the run.
+        cache_hits: Judgments of this run answered from the judge's cache.
+        cache_misses: Judgments of this run looked up in the cache and not found.
     """
 
     output: Path
@@ -155,6 +157,8 @@ class BatchSummary:
     compacted: bool = False
     aborted: str | None = None
     elapsed_s: float = 0.0
+    cache_hits: int = 0
+    cache_misses: int = 0
 
     @property
     def rate(self) -> float:
@@ -179,6 +183,8 @@ class BatchSummary:
         if self.duplicates:
             shown = ", ".join(f"{i!r} (line {n})" for i, n in self.duplicate_examples[:5])
             parts.append(f"{self.duplicates} duplicate ids not judged: {shown}")
+        if self.cache_hits or self.cache_misses:
+            parts.append(f"cache: {self.cache_hits} hits, {self.cache_misses} misses")
         text = (
             f"{', '.join(parts)} in {self.elapsed_s:.1f} s ({self.rate:.1f}/s); "
             f"results in {self.output}"
@@ -753,6 +759,11 @@ class _Run:
             self.summary.scored += 1
         else:
             self.summary.failed += 1
+        cached = score.metadata.get("cache")
+        if cached == "hit":
+            self.summary.cache_hits += 1
+        elif cached == "miss":
+            self.summary.cache_misses += 1
         self.progress.update(failed=not score.ok)
 
 

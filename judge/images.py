@@ -57,15 +57,17 @@ error it comes from is chained as its cause.
 from __future__ import annotations
 
 import base64
-import functools
+import hashlib
 import io
 import os
 import re
 import struct
-from collections.abc import Iterator, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar, cast
 from urllib.parse import urlsplit
 
 from PIL import Image, UnidentifiedImageError
@@ -113,7 +115,8 @@ def image_parts(
         return []
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray, memoryview)):
         return [image_part(item, max_pixels=max_pixels) for item in value]
-    return [image_part(value, max_pixels=max_pixels)]
+    # image_part reads a memoryview as bytes
+    return [image_part(cast("ImageInput", value), max_pixels=max_pixels)]
 
 
 def image_part(image: ImageInput, *, max_pixels: int | None = None) -> dict[str, Any]:
@@ -152,13 +155,12 @@ def image_url(image: ImageInput, *, max_pixels: int | None = None) -> str:
     ):
         raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
     if isinstance(image, Image.Image):
-        source = f"<PIL image {image.mode} {image.width}x{image.height}>"
-        return _data_url(*_encode_pil(image, source, max_pixels))
+        return _pil_url(image, max_pixels)
     if isinstance(image, (bytes, bytearray, memoryview)):
         return _bytes_url(bytes(image), max_pixels)
     if isinstance(image, os.PathLike):
         path = os.fsdecode(image)
-        return _data_url(*_encode_bytes(_read_file(path), _safe_text(path), max_pixels))
+        return _bytes_url(_read_file(path), max_pixels, _safe_text(path))
     if isinstance(image, str):
         return _from_string(image, max_pixels)
     raise ImageError(f"unsupported image input ({_EXPECTED})", source=f"<{type(image).__name__}>")
@@ -167,10 +169,10 @@ def image_url(image: ImageInput, *, max_pixels: int | None = None) -> str:
 def _from_string(text: str, max_pixels: int | None) -> str:
     """Pass an http(s) URL through, check a data URL, or read a file path."""
     if text[:5].lower() == "data:":
-        return _from_data_url(text, max_pixels)
+        return _cached(("data", text, max_pixels), lambda: _from_data_url(text, max_pixels))
     scheme = _SCHEME.match(text)
     if scheme is None:
-        return _data_url(*_encode_bytes(_read_file(text), _safe_text(text), max_pixels))
+        return _bytes_url(_read_file(text), max_pixels, _safe_text(text))
     if scheme.group().lower() not in ("http://", "https://"):
         raise ImageError(f"unsupported URL scheme ({_EXPECTED})", source=_describe_url(text))
     try:
@@ -230,14 +232,62 @@ def _read_file(path: str) -> bytes:
         raise ImageError(message, source=_safe_text(path)) from exc
 
 
-@functools.lru_cache(maxsize=16)
-def _bytes_url(data: bytes, max_pixels: int | None) -> str:
-    """The data URL for image bytes; identical bytes are checked and encoded once.
+# The completions of one RL prompt share its image, so a batch often holds the same
+# image many times, as the same bytes, the same file or the same PIL image: each is
+# checked and encoded once. The key is the content (the bytes themselves, a data URL, a
+# digest of a PIL image's pixels and state), never an object's identity, so an image
+# changed in place or a file rewritten is encoded again. Errors are not cached.
+_CACHE_SIZE = 16
+_cache: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+_cache_lock = threading.Lock()
 
-    The completions of one RL prompt share its image, so a batch often holds the same
-    bytes many times. Errors are not cached.
+
+def _cached(key: tuple[Any, ...] | None, make: Callable[[], str]) -> str:
+    """The URL cached under ``key``, else ``make()``, cached (most recent 16 kept)."""
+    if key is None:
+        return make()
+    with _cache_lock:
+        url = _cache.get(key)
+        if url is not None:
+            _cache.move_to_end(key)
+            return url
+    url = make()
+    with _cache_lock:
+        _cache[key] = url
+        if len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return url
+
+
+def _bytes_url(data: bytes, max_pixels: int | None, source: str | None = None) -> str:
+    """The data URL for image bytes (given as such or read from the file ``source``)."""
+    return _cached(
+        ("bytes", data, max_pixels),
+        lambda: _data_url(*_encode_bytes(data, source or f"<{len(data)} bytes>", max_pixels)),
+    )
+
+
+def _pil_url(image: Image.Image, max_pixels: int | None) -> str:
+    """The data URL for a PIL image, cached by a digest of what its encoding reads."""
+    source = f"<PIL image {image.mode} {image.width}x{image.height}>"
+    return _cached(
+        _pil_key(image, max_pixels), lambda: _data_url(*_encode_pil(image, source, max_pixels))
+    )
+
+
+def _pil_key(image: Image.Image, max_pixels: int | None) -> tuple[Any, ...] | None:
+    """A digest of a PIL image's pixels, mode, size, palette and info; None if unreadable.
+
+    Hashing the pixels costs about a sixtieth of encoding them as PNG. An image that
+    cannot be read (a truncated file) gets no key: encoding it raises the ImageError.
     """
-    return _data_url(*_encode_bytes(data, f"<{len(data)} bytes>", max_pixels))
+    try:
+        digest = hashlib.blake2b(image.tobytes(), digest_size=32)
+        state = (image.mode, image.size, image.getpalette(), sorted(image.info.items(), key=repr))
+        digest.update(repr(state).encode("utf-8", "backslashreplace"))
+    except Exception:  # anything Pillow raises: leave it to the encoder to report
+        return None
+    return ("pil", digest.digest(), max_pixels)
 
 
 def _encode_bytes(
@@ -458,7 +508,10 @@ def describe_image(image: object) -> str:
     return f"<image: {type(image).__name__}>"
 
 
-def traced_input(value: object) -> object:
+_T = TypeVar("_T")
+
+
+def traced_input(value: _T) -> _T:
     """A judge input as traces show it: its images replaced by :func:`describe_image`.
 
     The judge itself still gets the input as given; anything without image fields is
@@ -474,4 +527,4 @@ def traced_input(value: object) -> object:
         shown["images"] = [describe_image(image) for image in images]
     elif images is not None:
         shown["images"] = describe_image(images)
-    return shown
+    return cast("_T", shown)  # the same keys, images described

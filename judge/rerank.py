@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
@@ -112,7 +112,7 @@ def rank(
         key=lambda i: -values[i],  # type: ignore[operator]
     )
     failed = [i for i, value in enumerate(values) if value is None]
-    ranked = [(position + 1, i) for position, i in enumerate(scored)]
+    ranked: list[tuple[int | None, int]] = [(position + 1, i) for position, i in enumerate(scored)]
     ranked += [(None, i) for i in failed]
     return [
         RankedResponse(
@@ -328,11 +328,10 @@ class BestOfN(RunnableSerializable[Any, Any]):
         responses = [sample for sample in samples if not isinstance(sample, Exception)]
         if not responses:
             raise samples[0]
-        return {
-            "question": self.question(original),
-            "responses": responses,
-            **self.images(original),
-        }  # type: ignore[typeddict-item]
+        return cast(
+            "RerankInput",
+            {"question": self.question(original), "responses": responses, **self.images(original)},
+        )
 
     def _pick(self, ranking: list[RankedResponse]) -> Any:
         if self.return_ranking:

@@ -78,6 +78,8 @@ from judge.errors import InputError, JudgmentError
 from judge.types import JudgeInput, ThinkingScore
 
 if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
+
     from judge.runnable import ThinkingRewardJudge
 
 logger = logging.getLogger(__name__)
@@ -429,17 +431,17 @@ class _Core:
         saved, gammas = 0, []
         if self.trust is not None and plan.outcome is not None:
             for group in plan.groups:
-                result = self.trust.group(
+                weighted = self.trust.group(
                     [plan.outcome[i] for i in group], [judged[i] for i in group], step=plan.step
                 )
-                saved += result.saved
-                if result.judged:
-                    gammas.append(result.gamma)
+                saved += weighted.saved
+                if weighted.judged:
+                    gammas.append(weighted.gamma)
                 for offset, index in enumerate(group):
-                    step.rewards[index] = result.rewards[offset]
-                    step.thinking[index] = result.thinking[offset]
-                    step.bonus[index] = result.bonus[offset]
-                    step.gamma[index] = result.gamma
+                    step.rewards[index] = weighted.rewards[offset]
+                    step.thinking[index] = weighted.thinking[offset]
+                    step.bonus[index] = weighted.bonus[offset]
+                    step.gamma[index] = weighted.gamma
             if not self.include_outcome:
                 step.rewards = list(step.bonus)
         step.scores = scores
@@ -509,7 +511,7 @@ class _Core:
             results = await self.judge.abatch(inputs, self._config(), return_exceptions=True)
         return self.finish(plan, results)
 
-    def _config(self) -> dict[str, Any] | None:
+    def _config(self) -> RunnableConfig | None:
         if self.max_concurrency is None:
             return None
         return {"max_concurrency": self.max_concurrency}

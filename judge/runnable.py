@@ -14,16 +14,18 @@ in-process vLLM engine) sees the whole batch and an HTTP backend keeps
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import get_callback_manager_for_config, get_config_list
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from backends.base import Backend, Completion, JudgeRequest, Result
 from backends.errors import BackendError, ThinkingJudgeError
+from judge.cache import JudgmentCache
 from judge.errors import InputError, JudgmentError
 from judge.images import image_parts, traced_input
 from judge.parse import ScoreTrace, constraint_choices, expected_score, parse_score, trace_answer
@@ -47,6 +49,8 @@ class _Prepared:
     result: Result | None = None
     trace: ScoreTrace | None = None
     expected: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None  # its cache key, when a cache is in use
+    hit: ThinkingScore | None = None  # its cached judgment: not sent
 
 
 # A batch is a sans-I/O dialogue: the steps generator yields the requests to run and is
@@ -99,6 +103,11 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
             ``<|image_pad|>``...) written in the question or the response, so that a
             response cannot end its turn or add image slots (see :mod:`judge.sanitize`).
             On by default; turn it off to send the text exactly as given.
+        cache: A :class:`~judge.cache.JudgmentCache` (or the path of its SQLite file):
+            inputs judged before with the same model, prompt, images, sampling and
+            options are answered from it without a model call, and successful new
+            judgments are stored. ``metadata["cache"]`` says ``"hit"`` or ``"miss"``.
+            None (default): no cache.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -114,6 +123,14 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
     top_logprobs: int = Field(default=20, ge=1, le=20)
     output_format: OutputFormat = "bare"
     neutralize_special_tokens: bool = True
+    cache: JudgmentCache | None = None
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_from_path(cls, value: Any) -> Any:
+        if isinstance(value, str | os.PathLike):
+            return JudgmentCache(value)
+        return value
 
     @model_validator(mode="after")
     def _backend_can_constrain(self) -> ThinkingRewardJudge:
@@ -188,45 +205,57 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
         self, inputs: list[JudgeInput], config: list[RunnableConfig]
     ) -> list[ThinkingScore | Exception]:
         steps, limit = self._steps(inputs), _max_concurrency(config)
-        requests = next(steps)
-        while True:
-            try:
-                requests = steps.send(self.backend.generate(requests, max_concurrency=limit))
-            except StopIteration as done:
-                return done.value
+        done, value = _advance(steps, None)
+        while not done:
+            results = self.backend.generate(value, max_concurrency=limit) if value else []
+            done, value = _advance(steps, results)
+        scores: list[ThinkingScore | Exception] = value
+        return scores
 
     async def _ajudge_batch(
         self, inputs: list[JudgeInput], config: list[RunnableConfig]
     ) -> list[ThinkingScore | Exception]:
         steps, limit = self._steps(inputs), _max_concurrency(config)
-        if any("image" in item or "images" in item for item in inputs if isinstance(item, dict)):
-            # Image encoding is CPU work: keep it off the event loop.
-            requests = await asyncio.to_thread(next, steps)
+        # Cache lookups and stores are file I/O: keep them off the event loop.
+        cached = self.cache is not None
+        if cached or any(
+            "image" in item or "images" in item for item in inputs if isinstance(item, dict)
+        ):
+            # Image encoding is CPU work: keep it off the event loop too.
+            done, value = await asyncio.to_thread(_advance, steps, None)
         else:
-            requests = next(steps)
-        while True:
-            results = await self.backend.agenerate(requests, max_concurrency=limit)
-            try:
-                requests = steps.send(results)
-            except StopIteration as done:
-                return done.value
+            done, value = _advance(steps, None)
+        while not done:
+            results = await self.backend.agenerate(value, max_concurrency=limit) if value else []
+            if cached:
+                done, value = await asyncio.to_thread(_advance, steps, results)
+            else:
+                done, value = _advance(steps, results)
+        scores: list[ThinkingScore | Exception] = value
+        return scores
 
     # -- the batch as a dialogue with the backend ------------------------------------------
 
     def _steps(self, inputs: Sequence[JudgeInput]) -> _Steps:
-        """Prepare, ask, and (for the expected score) ask the continuations still needed."""
+        """Prepare, ask, and (for the expected score) ask the continuations still needed.
+
+        With a cache, the inputs it holds are not asked: only the misses are sent.
+        """
         prepared, requests = self._prepare_all(inputs)
+        if self.cache is not None:
+            self._look_up(prepared)
+            requests = [p.request for p in prepared if p.request is not None and p.hit is None]
         results = yield requests
         pending = iter(results)
         for item in prepared:
-            if item.request is not None:
+            if item.request is not None and item.hit is None:
                 item.result = next(pending)
         if self.expected_score:
             for item in prepared:
                 self._start_trace(item)
             for _ in range(2):  # "0" then, only if still needed, "0."
-                waiting = [(item, item.trace.missing()) for item in prepared if item.trace]
-                waiting = [(item, after) for item, after in waiting if after is not None]
+                missing = [(item, item.trace.missing()) for item in prepared if item.trace]
+                waiting = [(item, after) for item, after in missing if after is not None]
                 if not self.backend.supports_continuation:
                     for item, _after in waiting:
                         item.expected["reason"] = (
@@ -367,11 +396,61 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
             "output_format": self.output_format,
             **info,
         }
-        return [self._score(item, info, common) for item in prepared]
+        scores = [self._score(item, info, common) for item in prepared]
+        if self.cache is not None:
+            scores = self._store(prepared, scores)
+        return scores
+
+    # -- the cache --------------------------------------------------------------------------
+
+    def _look_up(self, prepared: Sequence[_Prepared]) -> None:
+        """Key every valid input and attach the judgments the cache holds."""
+        cache = self.cache
+        assert cache is not None
+        info = self.backend.describe()
+        model, revision = info.get("model"), info.get("model_revision") or info.get("revision")
+        options = {
+            "output_format": self.output_format,
+            "constrained": self.constrained,
+            "expected_score": self.expected_score,
+            "top_logprobs": self.top_logprobs if self.expected_score else None,
+        }
+        keyed = [item for item in prepared if item.request is not None]
+        for item in keyed:
+            assert item.request is not None
+            assert item.sha256 is not None
+            item.key = cache.key(
+                model=model,
+                revision=revision,
+                prompt_sha256=item.sha256,
+                sampling=self.backend.sent_sampling(item.request),
+                options=options,
+            )
+        hits = cache.get_many([item.key for item in keyed if item.key is not None])
+        for item in keyed:
+            item.hit = hits.get(item.key)  # type: ignore[arg-type]
+
+    def _store(
+        self, prepared: Sequence[_Prepared], scores: list[ThinkingScore | Exception]
+    ) -> list[ThinkingScore | Exception]:
+        """Store the new successful judgments (hits come marked ``"hit"`` by the cache)."""
+        assert self.cache is not None
+        self.cache.put_many(
+            (item.key, score)
+            for item, score in zip(prepared, scores, strict=True)
+            if item.key is not None
+            and item.hit is None
+            and isinstance(score, ThinkingScore)
+            and score.ok
+            and _cacheable(item)
+        )
+        return scores
 
     def _score(
         self, item: _Prepared, info: Mapping[str, Any], common: Mapping[str, Any]
     ) -> ThinkingScore | Exception:
+        if item.hit is not None:
+            return item.hit
         result = item.result
         base: dict[str, Any] = {
             "backend": info.get("backend"),
@@ -381,6 +460,8 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
         metadata: dict[str, Any] = dict(common)
         if item.request is not None:
             metadata["sampling"] = self.backend.sent_sampling(item.request)
+        if item.key is not None:
+            metadata["cache"] = "miss"  # looked up, not found (not stored with the score)
         error: ThinkingJudgeError
         if isinstance(result, Completion):
             base.update(
@@ -549,6 +630,22 @@ def _parsed(text: str) -> float | None:
         return parse_score(text)
     except ThinkingJudgeError:
         return None
+
+
+def _advance(steps: _Steps, results: list[Result] | None) -> tuple[bool, Any]:
+    """Send ``results`` into the dialogue: ``(False, requests)``, or ``(True, scores)``.
+
+    StopIteration does not cross threads (``asyncio.to_thread``), so it ends here.
+    """
+    try:
+        return False, steps.send(results)  # type: ignore[arg-type]  # None starts it
+    except StopIteration as done:
+        return True, done.value
+
+
+def _cacheable(item: _Prepared) -> bool:
+    """Whether a successful judgment may be cached: not when a continuation failed."""
+    return not any("error" in record for record in item.expected.get("continuations", ()))
 
 
 def _has_callbacks(configs: Sequence[RunnableConfig]) -> bool:

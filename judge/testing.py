@@ -21,7 +21,7 @@ import shutil
 import sysconfig
 import tempfile
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -184,7 +184,7 @@ def _is_built(folder: pathlib.Path, seed: int) -> bool:
         marker = json.loads((folder / _MARKER_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return marker.get("version") == TINY_MODEL_VERSION and marker.get("seed") == seed
+    return bool(marker.get("version") == TINY_MODEL_VERSION and marker.get("seed") == seed)
 
 
 def _is_empty_dir(folder: pathlib.Path) -> bool:
@@ -220,7 +220,11 @@ def _write_model_folder(folder: pathlib.Path, seed: int) -> None:
 
     install()  # transformers imports torchvision for Qwen2.5-VL
     tokenizer = _train_tokenizer()
-    token_ids = {token: tokenizer.token_to_id(token) for token, _ in _QWEN_ADDED_TOKENS}
+    # every added token is in the vocabulary the tokenizer was trained with
+    token_ids = cast(
+        "dict[str, int]",
+        {token: tokenizer.token_to_id(token) for token, _ in _QWEN_ADDED_TOKENS},
+    )
     _save_tokenizer(tokenizer, folder)
     _save_weights(folder, token_ids, seed)
     _write_json(folder / "generation_config.json", _generation_config(token_ids))
@@ -351,7 +355,8 @@ def _save_weights(folder: pathlib.Path, token_ids: Mapping[str, int], seed: int)
 
     config = Qwen2_5_VLConfig(**_model_config(token_ids))
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
+    model: Any = Qwen2_5_VLForConditionalGeneration(config)
+    model = model.to(torch.bfloat16)
     model.save_pretrained(folder)
 
 

@@ -125,3 +125,27 @@ def test_demo_scores_end_to_end_on_the_in_process_engine(tmp_path):
     assert result["usage"]["prompt_tokens"] > 200
     assert "RANDOM weights" in proc.stderr
     assert (tmp_path / "cache" / "tiny-qwen2.5-vl" / "config.json").exists()
+
+
+def test_score_offline_on_the_cpu_runs_eagerly(tiny_model, chart):
+    # vLLM's CPU build cannot compile the model: the CLI turns on enforce_eager by itself.
+    proc = thinking_judge(
+        "score",
+        "--backend",
+        "offline",
+        "--model",
+        str(tiny_model),
+        "--max-model-len",
+        "4096",
+        "--constrained",
+        "--image",
+        str(chart),
+        "--question",
+        QUESTION,
+        "--response",
+        RESPONSE,
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["raw"] in SCORE_GRID

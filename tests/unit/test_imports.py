@@ -17,12 +17,14 @@ EXPECTED_JUDGE = [
     "TEMPLATE_VERSION",
     "BackendError",
     "BestOfN",
+    "CacheError",
     "EasyR1Reward",
     "GRPOReward",
     "GroupReward",
     "ImageError",
     "InputError",
     "JudgeInput",
+    "JudgmentCache",
     "JudgmentError",
     "RankedResponse",
     "RewardStep",
@@ -51,6 +53,48 @@ def test_judge_all():
     assert judge.__all__ == sorted(judge.__all__, key=lambda n: (not n.isupper(), n))
     for name in judge.__all__:
         assert hasattr(judge, name), name
+
+
+EXPECTED_BACKENDS = [
+    "REGISTRY",
+    "AsyncBackend",
+    "Backend",
+    "BackendConnectionError",
+    "BackendError",
+    "BackendHTTPError",
+    "BackendResponseError",
+    "BackendTimeoutError",
+    "BackendUnavailableError",
+    "ChatModelBackend",
+    "Completion",
+    "FakeBackend",
+    "JudgeRequest",
+    "OpenAICompatibleBackend",
+    "SyncBackend",
+    "ThinkingJudgeError",
+    "TokenLogprob",
+    "VLLMOfflineBackend",
+    "VLLMServerBackend",
+    "backend_class",
+]
+
+
+def test_backends_all():
+    assert sorted(backends.__all__) == sorted(EXPECTED_BACKENDS)
+    assert backends.__all__ == sorted(backends.__all__, key=lambda n: (not n.isupper(), n))
+
+
+def test_version_comes_from_the_package_metadata():
+    from importlib.metadata import version
+
+    assert judge.__version__ == version("thinking-reward-judge")
+
+
+def test_both_packages_are_typed():
+    from pathlib import Path
+
+    for package in (judge, backends):
+        assert (Path(package.__file__).parent / "py.typed").is_file(), package.__name__
 
 
 def test_backends_all_resolve():
