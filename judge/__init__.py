@@ -1,11 +1,16 @@
 """thinking-reward-judge: the SophiaVL-R1 Thinking Reward Model as a LangChain citizen.
 
-``import judge`` imports neither vLLM, torch nor transformers.
+``import judge`` imports neither vLLM, torch nor transformers. The evaluators, the
+reranker and the RL rewards are imported on first use of one of their names (the
+LangSmith evaluation machinery alone takes most of a second to import), in the manner
+of vLLM's ``MODULE_ATTRS``; ``__all__`` lists them all the same.
 """
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from judge.cache import JudgmentCache
 from judge.errors import (
@@ -17,27 +22,69 @@ from judge.errors import (
     ScoreParseError,
     ThinkingJudgeError,
 )
-from judge.evaluators import (
-    EVALUATION_KEY,
-    ThinkingRunEvaluator,
-    create_async_thinking_evaluator,
-    create_thinking_evaluator,
-)
 from judge.parse import SCORE_GRID, parse_score
 from judge.prompt import TEMPLATE_VERSION, render_messages, render_prompt
-from judge.rerank import BestOfN, RankedResponse, ThinkingRerank, best_of_n
-from judge.rewards import (
-    EasyR1Reward,
-    GroupReward,
-    GRPOReward,
-    RewardStep,
-    SyncGRPOReward,
-    TrustGRPO,
-    VerlReward,
-    trust_weight,
-)
 from judge.runnable import ThinkingRewardJudge
 from judge.types import JudgeInput, ThinkingScore
+
+if TYPE_CHECKING:
+    from judge.evaluators import (
+        EVALUATION_KEY,
+        ThinkingRunEvaluator,
+        create_async_thinking_evaluator,
+        create_thinking_evaluator,
+    )
+    from judge.rerank import BestOfN, RankedResponse, ThinkingRerank, best_of_n
+    from judge.rewards import (
+        EasyR1Reward,
+        GroupReward,
+        GRPOReward,
+        RewardStep,
+        SyncGRPOReward,
+        TrustGRPO,
+        VerlReward,
+        trust_weight,
+    )
+
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "EVALUATION_KEY",
+            "ThinkingRunEvaluator",
+            "create_async_thinking_evaluator",
+            "create_thinking_evaluator",
+        ),
+        "judge.evaluators",
+    ),
+    **dict.fromkeys(("BestOfN", "RankedResponse", "ThinkingRerank", "best_of_n"), "judge.rerank"),
+    **dict.fromkeys(
+        (
+            "EasyR1Reward",
+            "GroupReward",
+            "GRPOReward",
+            "RewardStep",
+            "SyncGRPOReward",
+            "TrustGRPO",
+            "VerlReward",
+            "trust_weight",
+        ),
+        "judge.rewards",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'judge' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 try:
     __version__ = version("thinking-reward-judge")
