@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
-import urllib.request
 
-from backends import VLLMServerBackend
+from server_metrics import served_requests, wait_for_requests
+
 from judge import JudgmentCache, ThinkingRewardJudge, cli
 
 QUESTIONS = ["What is 2+2?", "Which bar is the tallest?", "Is 17 prime?", "What is 3*4?"]
-
-
-def served_requests(server: VLLMServerBackend) -> float:
-    """Requests the server has finished, from its Prometheus metrics."""
-    root = str(server.base_url).removesuffix("/v1")
-    with urllib.request.urlopen(f"{root}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    lines = [line for line in text.splitlines() if line.startswith("vllm:request_success_total")]
-    assert lines, "the server exposes no vllm:request_success_total"
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
-
-
-def settled_count(server: VLLMServerBackend, at_least: float) -> float:
-    """The finished-request count once it has reached ``at_least`` (metrics may lag)."""
-    deadline = time.monotonic() + 30
-    while (count := served_requests(server)) < at_least and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return count
 
 
 def inputs(make_png) -> list[dict]:
@@ -47,7 +28,7 @@ def test_rescoring_a_batch_with_the_cache_makes_no_request(vllm_server, make_png
     first = judge.batch(items)
     assert all(s.ok for s in first), [s.error for s in first]
     assert [s.metadata["cache"] for s in first] == ["miss"] * len(items)
-    settled = settled_count(vllm_server, before + len(items))
+    settled = wait_for_requests(vllm_server, before + len(items))
     assert settled == before + len(items)
 
     second = judge.batch(items)
@@ -66,7 +47,7 @@ async def test_the_async_path_hits_too(vllm_server, make_png, tmp_path):
     before = served_requests(vllm_server)
     first = await judge.abatch(items)
     assert all(s.ok for s in first)
-    settled = settled_count(vllm_server, before + len(items))
+    settled = wait_for_requests(vllm_server, before + len(items))
     second = await judge.abatch(items)
     assert served_requests(vllm_server) == settled
     assert [s.metadata["cache"] for s in second] == ["hit", "hit"]
@@ -96,7 +77,7 @@ def test_cli_batch_with_cache_shows_hits_and_sends_nothing(vllm_server, tmp_path
     before = served_requests(vllm_server)
     assert cli.main([*common, str(tmp_path / "a.jsonl")]) == 0
     assert f"cache: 0 hits, {len(items)} misses" in capsys.readouterr().err
-    settled = settled_count(vllm_server, before + len(items))
+    settled = wait_for_requests(vllm_server, before + len(items))
     assert cli.main([*common, str(tmp_path / "b.jsonl")]) == 0
     assert f"cache: {len(items)} hits, 0 misses" in capsys.readouterr().err
     assert served_requests(vllm_server) == settled

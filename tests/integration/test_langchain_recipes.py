@@ -13,14 +13,13 @@ import importlib.util
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import FakeListChatModel
+from server_metrics import served_requests, wait_for_requests
 
 from backends import FakeBackend, VLLMServerBackend
 from judge import SCORE_GRID, ThinkingRewardJudge
@@ -66,23 +65,6 @@ def only_loopback(monkeypatch):
 @pytest.fixture(scope="module")
 def server_args(vllm_server: VLLMServerBackend) -> list[str]:
     return ["--base-url", str(vllm_server.base_url), "--model", vllm_server.model]
-
-
-def served_requests(server: VLLMServerBackend) -> float:
-    """Requests the server has finished, from its Prometheus metrics."""
-    root = str(server.base_url).removesuffix("/v1")
-    with urllib.request.urlopen(f"{root}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    lines = [line for line in text.splitlines() if line.startswith("vllm:request_success_total")]
-    assert lines, "the server exposes no vllm:request_success_total"
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
-
-
-def wait_for_requests(server: VLLMServerBackend, expected: float) -> float:
-    deadline = time.monotonic() + 10
-    while (count := served_requests(server)) < expected and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return count
 
 
 # --------------------------------------------------------------------------- LangSmith

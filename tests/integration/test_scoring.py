@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import aiohttp
 import pytest
+from server_metrics import metric_total
 
 from backends.base import Backend, Completion, JudgeRequest
 from backends.vllm_offline import VLLMOfflineBackend
@@ -134,7 +134,7 @@ def test_the_server_version_is_learnt_once_and_recorded(vllm_server: VLLMServerB
 
 
 async def test_continuations_hit_the_prefix_cache(vllm_server: VLLMServerBackend):
-    before = await prefix_cache_hits(vllm_server)
+    before = metric_total(vllm_server, "vllm:prefix_cache_hits")
     judge = ThinkingRewardJudge(backend=vllm_server, constrained=True, expected_score=True)
     results = await judge.abatch(
         [
@@ -143,18 +143,7 @@ async def test_continuations_hit_the_prefix_cache(vllm_server: VLLMServerBackend
         ]
     )
     continuations = sum(len(r.metadata["expected_score"].get("continuations", [])) for r in results)
-    after = await prefix_cache_hits(vllm_server)
+    after = metric_total(vllm_server, "vllm:prefix_cache_hits")
     if continuations:
         # Each continuation repeats its prompt: at least one full block of it is cached.
         assert after - before >= 16 * continuations
-
-
-async def prefix_cache_hits(backend: VLLMServerBackend) -> float:
-    root = str(backend.base_url).removesuffix("/v1")
-    async with aiohttp.ClientSession() as session, session.get(f"{root}/metrics") as response:
-        text = await response.text()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("vllm:prefix_cache_hits") and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
