@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections import deque
 from typing import Any
@@ -28,6 +27,7 @@ from langchain_core.rate_limiters import BaseRateLimiter
 from langchain_core.runnables import RunnableLambda
 from langchain_openai import ChatOpenAI
 from pydantic import Field, SecretStr
+from threaded_host import ThreadedHost
 
 import backends
 from backends import ChatModelBackend
@@ -543,7 +543,7 @@ def test_registered():
 # --------------------------------------------------------------------------- ChatOpenAI
 
 
-class OpenAIHost:
+class OpenAIHost(ThreadedHost):
     """An OpenAI-compatible /v1/chat/completions in a thread of its own.
 
     A request takes the next scripted fault, else is answered: the reply echoes the
@@ -551,37 +551,14 @@ class OpenAIHost:
     """
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        super().__init__()
         self.faults: deque[str] = deque()
         self.seen: list[dict[str, Any]] = []
-        self.runner: web.AppRunner | None = None
-        self.port = 0
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> None:
-        self.thread.start()
+    def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self.chat)
-
-        async def serve() -> int:
-            self.runner = web.AppRunner(app, handle_signals=False)
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-        self.port = asyncio.run_coroutine_threadsafe(serve(), self.loop).result()
-
-    def stop(self) -> None:
-        assert self.runner is not None
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
+        return app
 
     async def chat(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -23,7 +23,6 @@ import random
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -33,6 +32,7 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 from test_endpoints import FakeClock  # the same injected clock as the pool's own tests
+from threaded_host import ThreadedHost
 
 from backends.base import Completion, JudgeRequest
 from backends.errors import (
@@ -91,19 +91,12 @@ def image_request() -> JudgeRequest:
 # --------------------------------------------------------------------------- fake host
 
 
-class FakeChatServer:
+class FakeChatServer(ThreadedHost):
     """An OpenAI-compatible chat host with faults on demand, in a thread of its own."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.runner: web.AppRunner | None = None
-        self.port = 0
+        super().__init__()
         self.reset()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
 
     def reset(self) -> None:
         self.faults: deque[str] = deque()
@@ -129,31 +122,21 @@ class FakeChatServer:
 
         return asyncio.run_coroutine_threadsafe(call(), self.loop).result()
 
-    def start(self) -> None:
-        self.thread.start()
+    def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self.dead])
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/health", self.health)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/version", self.version)
+        return app
 
-        async def serve() -> int:
-            self.runner = web.AppRunner(app, handle_signals=False)
-            await self.runner.setup()
-            self.site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await self.site.start()
-            return self.site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-        self.port = asyncio.run_coroutine_threadsafe(serve(), self.loop).result()
+    def start(self) -> None:
+        super().start()
         self.reset()
 
     def stop(self) -> None:
         self.release_all()
-        assert self.runner is not None
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
+        super().stop()
 
     def release_all(self) -> None:
         if self.release is not None:

@@ -8,55 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aiohttp import web
+from threaded_host import ThreadedHost
 
 from judge import cli
 from judge.server import acheck
 
 
-class FakeVLLM:
+class FakeVLLM(ThreadedHost):
     """A fake vLLM host whose behaviour each test sets."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        super().__init__()
         self.models = ["thinking-reward-model"]
         self.api_key: str | None = None
         self.answer = "0.7"
         self.prefix = "/v1"  # where the API lives
         self.chat_status = 200
         self.chats: list[dict[str, Any]] = []
-        self.port = 0
 
-    def start(self) -> None:
-        self.thread.start()
+    def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/{tail:.*}", self.get)
         app.router.add_post("/{tail:.*}", self.post)
-
-        async def serve() -> int:
-            self.runner = web.AppRunner(app, handle_signals=False)
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-        self.port = asyncio.run_coroutine_threadsafe(serve(), self.loop).result()
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
-
-    @property
-    def root(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return app
 
     def authorized(self, request: web.Request) -> bool:
         return self.api_key is None or request.headers.get("Authorization") == (
