@@ -268,8 +268,8 @@ def section_client(args: argparse.Namespace) -> list[Row]:
 
     from backends.openai_compatible import OpenAICompatibleBackend
     from judge import ThinkingRewardJudge
-    from judge.images import image_parts
-    from judge.prompt import render_messages
+    from judge.core.images import image_parts
+    from judge.core.prompt import render_messages
 
     n = args.n or (200 if args.quick else 2000)
     card_n = max(20, n // 20)
@@ -369,8 +369,8 @@ def section_overhead(args: argparse.Namespace) -> list[Row]:
     """Client microseconds per judgment with FakeBackend, against render + parse alone."""
     from backends.fake import FakeBackend
     from judge import ThinkingRewardJudge, parse_score
-    from judge.images import image_parts
-    from judge.prompt import render_messages
+    from judge.core.images import image_parts
+    from judge.core.prompt import render_messages
 
     n = args.n or (500 if args.quick else 10_000)
     png = throughput.small_png()
@@ -434,7 +434,7 @@ def _group_image_rows(args: argparse.Namespace) -> list[Row]:
 
     from backends.fake import FakeBackend
     from judge import ThinkingRewardJudge
-    from judge.prompt import render_messages
+    from judge.core.prompt import render_messages
 
     group = 8
     n = max(group, args.n or (32 if args.quick else 128))
@@ -469,7 +469,7 @@ def _group_image_rows(args: argparse.Namespace) -> list[Row]:
                     render_messages(item["question"], item["response"],
                                     [{"type": "image_url", "image_url": {"url": url}}])  # fmt: skip
 
-            from judge import images as image_module
+            from judge.core import images as image_module
 
             def fresh(judged: Callable[[], None] = judged) -> None:
                 image_module._cache.clear()  # each run starts cold, as a new RL step would
@@ -593,7 +593,7 @@ print(json.dumps({{"s": seconds, "heavy": [m for m in {heavy!r} if m in sys.modu
 
 _HELP_PROBE = """
 import contextlib, io, json, sys
-from judge.cli import main
+from judge.cli.main import main
 with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
     main(["--help"])
 for command in ("score", "batch"):
@@ -626,7 +626,7 @@ def _cli() -> list[str]:
     script = Path(sys.executable).with_name("thinking-judge")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from judge.cli import main; sys.exit(main())"]
+    return [sys.executable, "-c", "import sys; from judge.cli.main import main; sys.exit(main())"]
 
 
 def section_startup(args: argparse.Namespace) -> list[Row]:

@@ -42,8 +42,8 @@ from PIL import Image
 from backends.base import JudgeRequest
 from backends.openai_compatible import OpenAICompatibleBackend
 from judge import ThinkingRewardJudge
-from judge.images import image_parts
-from judge.prompt import render_messages
+from judge.core.images import image_parts
+from judge.core.prompt import render_messages
 
 try:
     import orjson

@@ -18,7 +18,7 @@ ERROR_TREE = "<!-- error-tree -->"
 def render_cli_help() -> str:
     """``thinking-judge --help`` and every subcommand's help, as Markdown."""
     os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal: fix the width
-    from judge.cli import _parser
+    from judge.cli.main import _parser
 
     parser = _parser()
     parts = ["## thinking-judge", "", "```text", parser.format_help().rstrip(), "```", ""]

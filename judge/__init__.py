@@ -22,20 +22,20 @@ from judge.errors import (
     ScoreParseError,
     ThinkingJudgeError,
 )
-from judge.parse import SCORE_GRID, parse_score
-from judge.prompt import TEMPLATE_VERSION, render_messages, render_prompt
+from judge.core.parse import SCORE_GRID, parse_score
+from judge.core.prompt import TEMPLATE_VERSION, render_messages, render_prompt
 from judge.runnable import ThinkingRewardJudge
 from judge.types import JudgeInput, ThinkingScore
 
 if TYPE_CHECKING:
-    from judge.evaluators import (
+    from judge.integrations.evaluators import (
         EVALUATION_KEY,
         ThinkingRunEvaluator,
         create_async_thinking_evaluator,
         create_thinking_evaluator,
     )
     from judge.rerank import BestOfN, RankedResponse, ThinkingRerank, best_of_n
-    from judge.rewards import (
+    from judge.rl.rewards import (
         EasyR1Reward,
         GroupReward,
         GRPOReward,
@@ -54,7 +54,7 @@ _LAZY: dict[str, str] = {
             "create_async_thinking_evaluator",
             "create_thinking_evaluator",
         ),
-        "judge.evaluators",
+        "judge.integrations",
     ),
     **dict.fromkeys(("BestOfN", "RankedResponse", "ThinkingRerank", "best_of_n"), "judge.rerank"),
     **dict.fromkeys(
@@ -68,7 +68,7 @@ _LAZY: dict[str, str] = {
             "VerlReward",
             "trust_weight",
         ),
-        "judge.rewards",
+        "judge.rl",
     ),
 }
 

@@ -16,12 +16,13 @@
     ├── BatchError                      a batch file cannot be read or written (judge.batch)
     ├── CacheError                      the judgment cache file is unusable (judge.cache)
     └── JudgmentError                   the model answered, but not with a score
-        └── ScoreParseError             also langchain-core's OutputParserException
+        ├── ScoreParseError             also langchain-core's OutputParserException
+        └── ConstraintError             an answer the constraint does not allow
 
 The transport errors are defined in :mod:`backends.errors` (``backends`` never imports
 ``judge``) and re-exported here. A failed judgment is a ``ThinkingScore`` with
-``score=None`` and ``error`` set; these exceptions are raised only where the caller
-asked for that (``raise_on_error=True``) or where no judgment was attempted.
+``score=None``, ``error`` set and ``error_kind`` naming its kind
+(:mod:`judge.failures`); these exceptions are raised only where the caller asked for that (``raise_on_error=True``) or where no judgment was attempted.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class JudgmentError(ThinkingJudgeError):
     """The model answered, but the answer is not a score."""
 
 
+class ConstraintError(JudgmentError):
+    """The answer is not one the constraint allows: the backend ignored structured outputs."""
+
+
 class ScoreParseError(JudgmentError, OutputParserException):
     """The model's output is not one of the accepted score shapes.
 
@@ -87,6 +92,7 @@ __all__ = [
     "BackendTimeoutError",
     "BackendUnavailableError",
     "CacheError",
+    "ConstraintError",
     "ImageError",
     "InputError",
     "JudgmentError",

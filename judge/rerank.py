@@ -33,8 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import NotRequired, TypedDict
 
 from judge.errors import InputError, JudgmentError
-from judge.evaluators import question_text, response_text
-from judge.images import traced_input
+from judge.integrations.evaluators import question_text, response_text
+from judge.core.images import traced_input
 from judge.runnable import ThinkingRewardJudge
 from judge.types import JudgeInput, ThinkingScore
 
@@ -48,7 +48,7 @@ class RerankInput(TypedDict):
         question: The question the candidates answer.
         responses: The candidates: strings, messages (``AIMessage``, OpenAI-style
             dicts) or generations; a message's separate reasoning is put back as
-            ``<think>…</think>`` (see :func:`judge.evaluators.response_text`).
+            ``<think>…</think>`` (see :func:`judge.integrations.evaluators.response_text`).
         image: One image for the question, as for :class:`~judge.types.JudgeInput`.
         images: Several images.
     """
@@ -156,7 +156,7 @@ class _Plan:
                 text = response_text(response)
             except InputError as exc:
                 self.texts.append("")
-                self.scores.append(ThinkingScore(error=str(exc), error_type=type(exc).__name__))
+                self.scores.append(ThinkingScore.failure(exc))
                 continue
             self.texts.append(text)
             self.scores.append(None)
@@ -172,7 +172,7 @@ def _as_score(result: ThinkingScore | Exception) -> ThinkingScore:
     """A judge built with ``raise_on_error=True`` returns errors in a batch: keep them."""
     if isinstance(result, ThinkingScore):
         return result
-    return ThinkingScore(error=str(result), error_type=type(result).__name__)
+    return ThinkingScore.failure(result)
 
 
 def _child(config: RunnableConfig, run_manager: Any, tag: str) -> RunnableConfig:

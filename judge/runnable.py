@@ -1,8 +1,8 @@
 """``ThinkingRewardJudge``: the thinking reward model as a LangChain Runnable.
 
-One judgment is: render the model card's prompt (:mod:`judge.prompt`), encode the images
-(:mod:`judge.images`), send one :class:`~backends.base.JudgeRequest` through a backend,
-parse the answer (:mod:`judge.parse`). Only the backend call differs between the sync and
+One judgment is: render the model card's prompt (:mod:`judge.core.prompt`), encode the images
+(:mod:`judge.core.images`), send one :class:`~backends.base.JudgeRequest` through a backend,
+parse the answer (:mod:`judge.core.parse`). Only the backend call differs between the sync and
 async paths; everything before and after it is shared.
 
 Every input gets its own traced run (``run_type="llm"``, with LangSmith's ``ls_*``
@@ -26,17 +26,17 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from backends.base import Backend, Completion, JudgeRequest, Result
 from backends.errors import BackendError, ThinkingJudgeError
 from judge.cache import JudgmentCache
-from judge.errors import InputError, JudgmentError
-from judge.images import image_parts, traced_input
-from judge.parse import ScoreTrace, constraint_choices, expected_score, parse_score, trace_answer
-from judge.prompt import ANSWER_TAG, TEMPLATE_VERSIONS, OutputFormat, prompt_sha256, render_messages
-from judge.sanitize import neutralize_special_tokens
+from judge.errors import ConstraintError, InputError
+from judge.core.images import image_parts, traced_input
+from judge.core.parse import ScoreTrace, constraint_choices, expected_score, parse_score, trace_answer
+from judge.core.prompt import ANSWER_TAG, TEMPLATE_VERSIONS, OutputFormat, prompt_sha256, render_messages
+from judge.core.sanitize import neutralize_special_tokens
 from judge.types import JudgeInput, ThinkingScore
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from judge.evaluators import Prepare, ThinkingRunEvaluator
+    from judge.integrations.evaluators import Prepare, ThinkingRunEvaluator
 
 
 @dataclass(slots=True)
@@ -88,7 +88,7 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
             honour it. An answer outside them is then reported as a failed judgment
             (the backend ignored the constraint), never scored.
         expected_score: Also compute the probability-weighted score from the digit
-            tokens' top logprobs (see :func:`judge.parse.expected_score`), into
+            tokens' top logprobs (see :func:`judge.core.parse.expected_score`), into
             ``ThinkingScore.expected_score``; where the answer does not pass through
             ``"0."``, one or two short continuation requests (sharing the prompt's
             cached prefix) read the missing distributions.
@@ -101,7 +101,7 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
             a ``ThinkingScore`` with ``score=None``.
         neutralize_special_tokens: Break chat control tokens (``<|im_end|>``,
             ``<|image_pad|>``...) written in the question or the response, so that a
-            response cannot end its turn or add image slots (see :mod:`judge.sanitize`).
+            response cannot end its turn or add image slots (see :mod:`judge.core.sanitize`).
             On by default; turn it off to send the text exactly as given.
         cache: A :class:`~judge.cache.JudgmentCache` (or the path of its SQLite file):
             inputs judged before with the same model, prompt, images, sampling and
@@ -491,15 +491,13 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
             error = BackendError("the backend returned no result for this request")
         if self.raise_on_error:
             return error
-        return ThinkingScore(
-            error=str(error), error_type=type(error).__name__, metadata=metadata, **base
-        )
+        return ThinkingScore.failure(error, metadata=metadata, **base)
 
     def _parse(self, result: Completion) -> float:
         """Parse an answer; under a constraint, refuse one the constraint does not allow."""
         score = parse_score(result.text)
         if self.constrained and result.text not in constraint_choices(*self._tags()):
-            raise JudgmentError(
+            raise ConstraintError(
                 f"the answer {result.text[:40]!r} is not one the constraint allows: the "
                 f"{self.backend.name!r} backend did not honour structured outputs"
             )
@@ -521,7 +519,7 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
             cfg["metadata"] = {**ls_params, **(cfg.get("metadata") or {})}
         return configs
 
-    # -- evaluators (see judge.evaluators) --------------------------------------------------
+    # -- evaluators (see judge.integrations.evaluators) --------------------------------------------------
 
     def as_langsmith_evaluator(
         self,
@@ -536,14 +534,14 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
             key: The feedback key.
             prepare: Maps ``inputs``, ``outputs``, ``reference_outputs`` and
                 ``attachments`` to the judge input; the default finds the question,
-                the response and images (see :mod:`judge.evaluators`).
+                the response and images (see :mod:`judge.integrations.evaluators`).
             use_expected_score: Report the expected score when this judge computes one.
 
         Returns:
-            A :class:`~judge.evaluators.ThinkingRunEvaluator`. A failed judgment is an
+            A :class:`~judge.integrations.evaluators.ThinkingRunEvaluator`. A failed judgment is an
             evaluation error (``score=None``, the reason in ``comment``), never a score.
         """
-        from judge.evaluators import ThinkingRunEvaluator
+        from judge.integrations.evaluators import ThinkingRunEvaluator
 
         return ThinkingRunEvaluator(
             self, key=key, prepare=prepare, use_expected_score=use_expected_score
@@ -568,9 +566,9 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
         Returns:
             ``evaluator(*, inputs, outputs, reference_outputs=None, attachments=None,
             **kwargs) -> {"key", "score", "comment", "metadata"}`` (see
-            :func:`judge.evaluators.create_thinking_evaluator`).
+            :func:`judge.integrations.evaluators.create_thinking_evaluator`).
         """
-        from judge import evaluators
+        from judge.integrations import evaluators
 
         create = (
             evaluators.create_async_thinking_evaluator
@@ -585,16 +583,16 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
         """This judge as langchain-classic's ``StringEvaluator`` (needs langchain-classic).
 
         Returns:
-            A ``ThinkingStringEvaluator`` (see :mod:`judge.evaluators`).
+            A ``ThinkingStringEvaluator`` (see :mod:`judge.integrations.evaluators`).
 
         Raises:
             ImportError: langchain-classic is not installed.
         """
-        from judge.evaluators import create_string_evaluator
+        from judge.integrations.evaluators import create_string_evaluator
 
         return create_string_evaluator(self, key=key, use_expected_score=use_expected_score)
 
-    # -- RL rewards (see judge.rewards) -------------------------------------------------
+    # -- RL rewards (see judge.rl.rewards) -------------------------------------------------
 
     def as_reward_func(
         self,
@@ -610,16 +608,16 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
                 reward is Trust-GRPO's (SophiaVL-R1), else the thinking score alone.
             asynchronous: Return the ``async`` form, which TRL awaits concurrently with
                 its other async rewards; False for a plain function.
-            **options: The options of :class:`~judge.rewards.GRPOReward` (``alpha``,
+            **options: The options of :class:`~judge.rl.rewards.GRPOReward` (``alpha``,
                 ``anneal_steps``, ``trust``, ``include_outcome``, ``num_generations``,
                 ``name``...).
 
         Returns:
-            A :class:`~judge.rewards.GRPOReward` (or ``SyncGRPOReward``): called as TRL
+            A :class:`~judge.rl.rewards.GRPOReward` (or ``SyncGRPOReward``): called as TRL
             calls it, it returns one reward per completion, None where the judgment
             failed.
         """
-        from judge.rewards import GRPOReward, SyncGRPOReward
+        from judge.rl.rewards import GRPOReward, SyncGRPOReward
 
         kind = GRPOReward if asynchronous else SyncGRPOReward
         return kind(self, outcome_reward=outcome_reward, **options)

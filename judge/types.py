@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import NotRequired, TypedDict
+
+from judge.failures import FailureKind, failure_kind, is_retryable
 
 
 class JudgeInput(TypedDict):
@@ -34,13 +37,18 @@ class ThinkingScore(BaseModel):
         score: The thinking score in [0, 1], or None when the judgment failed.
         raw: What the model said, when it said anything.
         error: Why the judgment failed, or None.
-        error_type: The failure's error class name (e.g. ``"ScoreParseError"``).
+        error_kind: The failure's machine-readable kind (:class:`~judge.failures.FailureKind`):
+            what commands, the batch runner and the adapters dispatch on.
+        retryable: Whether judging the same input again may succeed (a timeout, a 5xx),
+            set exactly when the judgment failed.
+        error_type: The failure's error class name (e.g. ``"ScoreParseError"``), for people;
+            dispatch on ``error_kind``.
         expected_score: The probability-weighted score, when logprobs were used.
         model: The model that judged.
         backend: The backend's registry name.
         latency_s: Wall time of the request (for a batch-native backend, of its batch).
         usage: Token usage, when the backend reports it.
-        prompt_sha256: SHA-256 of the rendered messages (see ``judge.prompt``).
+        prompt_sha256: SHA-256 of the rendered messages (see ``judge.core.prompt``).
         metadata: Provenance: template version, sampling sent, backend details.
     """
 
@@ -49,6 +57,8 @@ class ThinkingScore(BaseModel):
     score: float | None = Field(default=None, ge=0.0, le=1.0)
     raw: str | None = None
     error: str | None = None
+    error_kind: FailureKind | None = None
+    retryable: bool | None = None
     error_type: str | None = None
     expected_score: float | None = Field(default=None, ge=0.0, le=1.0)
     model: str | None = None
@@ -62,7 +72,25 @@ class ThinkingScore(BaseModel):
     def _failure_says_why(self) -> ThinkingScore:
         if (self.score is None) == (self.error is None):
             raise ValueError("a ThinkingScore has either a score or an error, not both or neither")
+        if (self.error is None) != (self.error_kind is None):
+            raise ValueError("a failed ThinkingScore says its error_kind, and only a failed one")
         return self
+
+    @classmethod
+    def failure(cls, error: BaseException, **fields: Any) -> ThinkingScore:
+        """The failed judgment for ``error``: its message, kind, retryability and class.
+
+        Args:
+            error: Why the judgment failed.
+            **fields: Other fields (``raw``, ``backend``, ``model``, ``metadata``...).
+        """
+        return cls(
+            error=str(error) or type(error).__name__,
+            error_kind=failure_kind(error),
+            retryable=is_retryable(error),
+            error_type=type(error).__name__,
+            **fields,
+        )
 
     @property
     def ok(self) -> bool:
@@ -75,4 +103,9 @@ class ThinkingScore(BaseModel):
         return self.score
 
 
-__all__ = ["JudgeInput", "ThinkingScore"]
+JudgeRunnable = Runnable[JudgeInput, ThinkingScore]
+"""What the evaluators, rerankers, RL rewards and the batch runner take: any Runnable from a
+judge input to a ThinkingScore (a ThinkingRewardJudge, or one wrapped with ``with_config``,
+``with_retry``...). They call ``invoke`` / ``ainvoke`` / ``batch`` / ``abatch`` on it."""
+
+__all__ = ["JudgeInput", "JudgeRunnable", "ThinkingScore"]

@@ -43,7 +43,7 @@ from langsmith.schemas import Example
 
 from backends import VLLMServerBackend
 from judge import ThinkingRewardJudge
-from judge.evaluators import keep_runs_local, response_text
+from judge.integrations.evaluators import keep_runs_local, response_text
 
 QUESTIONS = [
     "What is 17 * 24?",

@@ -6,7 +6,7 @@ import pytest
 
 from backends.base import Backend, JudgeRequest
 from judge import SCORE_GRID, ThinkingRewardJudge, render_messages
-from judge.prompt import render_prompt
+from judge.core.prompt import render_prompt
 
 ITEM = {"question": "What is 2+2?", "response": "<think>2+2=4</think><answer>4</answer>"}
 

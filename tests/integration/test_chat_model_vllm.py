@@ -14,7 +14,7 @@ from backends import ChatModelBackend, VLLMServerBackend
 from backends.base import Completion, JudgeRequest
 from backends.errors import BackendError
 from judge import SCORE_GRID, ThinkingRewardJudge, ThinkingScore, render_messages
-from judge.images import image_parts
+from judge.core.images import image_parts
 
 ITEM = {"question": "What is 2+2?", "response": "<think>2+2=4</think><answer>4</answer>"}
 MODEL = "thinking-reward-model"

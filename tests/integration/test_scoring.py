@@ -9,7 +9,7 @@ from backends.base import Backend, Completion, JudgeRequest
 from backends.vllm_offline import VLLMOfflineBackend
 from backends.vllm_server import VLLMServerBackend
 from judge import SCORE_GRID, ThinkingRewardJudge
-from judge.parse import constraint_choices, expected_score, position_mass, trace_answer
+from judge.core.parse import constraint_choices, expected_score, position_mass, trace_answer
 
 ITEMS = [
     {"question": f"What is {a}+{b}?", "response": f"<think>{a}+{b}={a + b}</think>{a + b}"}

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from backends.vllm_server import VLLMServerBackend
-from judge import cli
+from judge.cli import main as cli
 
 LIMIT_MM = {"image": 2, "video": 0}  # as the session server (conftest.py)
 

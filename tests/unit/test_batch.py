@@ -24,7 +24,7 @@ from backends import FakeBackend
 from backends.base import AsyncBackend, Completion, JudgeRequest, Result
 from backends.errors import BackendConnectionError, BackendTimeoutError
 from judge import ThinkingRewardJudge, ThinkingScore, cli
-from judge.batch import (
+from judge.batch.runner import (
     BatchError,
     ajudge_records,
     arun_batch,
@@ -477,7 +477,7 @@ KILLED_RUN = textwrap.dedent(
     import sys, time
     from backends import FakeBackend
     from judge import ThinkingRewardJudge
-    from judge.batch import run_batch
+    from judge.batch.runner import run_batch
 
     def slow(request):
         time.sleep(0.002)

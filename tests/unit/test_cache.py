@@ -17,7 +17,7 @@ from PIL import Image
 from backends import FakeBackend
 from backends.errors import BackendConnectionError
 from judge import CacheError, JudgmentCache, ThinkingRewardJudge, ThinkingScore, cli
-from judge.batch import run_batch
+from judge.batch.runner import run_batch
 from judge.cache import CacheWarning, judgment_key
 
 ITEMS = [

@@ -22,7 +22,7 @@ from langsmith.evaluation.evaluator import EvaluationResult
 from langsmith.schemas import Example, Run
 from PIL import Image
 
-import judge.evaluators as evaluators
+import judge.integrations.evaluators as evaluators
 from backends import FakeBackend
 from backends.errors import BackendConnectionError
 from judge import (
@@ -32,7 +32,7 @@ from judge import (
     ThinkingRewardJudge,
     ThinkingRunEvaluator,
 )
-from judge.evaluators import (
+from judge.integrations.evaluators import (
     FEEDBACK_CONFIG,
     RUBRIC,
     prepare_judge_input,

@@ -10,7 +10,7 @@ from backends import FakeBackend
 from backends.base import Backend, Completion, JudgeRequest, SyncBackend, TokenLogprob
 from backends.errors import BackendConnectionError
 from judge import ThinkingRewardJudge
-from judge.parse import (
+from judge.core.parse import (
     END,
     ScoreTrace,
     constraint_choices,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from judge import images
+from judge.core import images
 from judge.errors import ImageError
-from judge.images import image_url
+from judge.core.images import image_url
 
 
 def _png(color: tuple[int, int, int], size: tuple[int, int] = (8, 6)) -> bytes:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from judge.errors import ImageError, InputError
-from judge.images import _fit, image_part, image_parts
+from judge.core.images import _fit, image_part, image_parts
 
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{32,}")
 

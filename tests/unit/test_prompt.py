@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from judge.prompt import SYSTEM_PROMPT, prompt_sha256, render_messages, render_prompt
+from judge.core.prompt import SYSTEM_PROMPT, prompt_sha256, render_messages, render_prompt
 
 
 # A verbatim copy of the prompt f-string in the model card of

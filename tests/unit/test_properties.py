@@ -19,8 +19,8 @@ from test_prompt import card_prompt  # the verbatim copy of the card's f-string
 
 from backends.fake import FakeBackend
 from judge import SCORE_GRID, ScoreParseError, ThinkingRewardJudge, parse_score
-from judge.prompt import prompt_sha256, render_messages, render_prompt
-from judge.sanitize import neutralize_special_tokens
+from judge.core.prompt import prompt_sha256, render_messages, render_prompt
+from judge.core.sanitize import neutralize_special_tokens
 
 # ------------------------------------------------------------------- renderer
 

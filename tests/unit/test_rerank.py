@@ -27,7 +27,7 @@ from judge import (
     ThinkingRewardJudge,
     best_of_n,
 )
-from judge.images import traced_input
+from judge.core.images import traced_input
 
 QUESTION = "What is 2+2?"
 SECRET = "sk-test-SECRET-0123456789"

@@ -19,7 +19,7 @@ from judge import (
     ThinkingScore,
     render_prompt,
 )
-from judge.prompt import prompt_sha256
+from judge.core.prompt import prompt_sha256
 
 ITEM = {"question": "What is 2+2?", "response": "<think>2+2=4</think><answer>4</answer>"}
 

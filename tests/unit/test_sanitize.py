@@ -16,8 +16,8 @@ from PIL import Image
 
 from backends.fake import FakeBackend
 from judge import ThinkingRewardJudge
-from judge.prompt import IMAGE_PLACEHOLDER, render_messages
-from judge.sanitize import BREAK, QWEN2_5_VL_CONTROL_TOKENS, neutralize_special_tokens
+from judge.core.prompt import IMAGE_PLACEHOLDER, render_messages
+from judge.core.sanitize import BREAK, QWEN2_5_VL_CONTROL_TOKENS, neutralize_special_tokens
 from judge.testing import build_tiny_model
 
 CONTROL = QWEN2_5_VL_CONTROL_TOKENS

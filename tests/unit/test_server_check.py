@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from threaded_host import ThreadedHost
 
-from judge import cli
-from judge.server import acheck
+from judge.cli import main as cli
+from judge.cli.server import acheck
 
 
 class FakeVLLM(ThreadedHost):
@@ -254,9 +254,9 @@ def test_check_needs_a_url(capsys, monkeypatch):
 
 
 def test_serve_without_vllm_says_how_to_install_it(capsys, monkeypatch):
-    import judge.server
+    import judge.cli.server
 
-    monkeypatch.setattr(judge.server, "vllm_installed", lambda: False)
+    monkeypatch.setattr(judge.cli.server, "vllm_installed", lambda: False)
     assert cli.main(["serve"]) == cli.EXIT_UNAVAILABLE
     err = capsys.readouterr().err
     assert "vLLM is not installed" in err
@@ -265,7 +265,7 @@ def test_serve_without_vllm_says_how_to_install_it(capsys, monkeypatch):
 
 def test_serve_passes_the_model_card_settings(monkeypatch, capsys):
     """The card's flags reach ``launch``; arguments after '--' go to vLLM as given."""
-    import judge.server
+    import judge.cli.server
     from backends.errors import BackendUnavailableError
 
     seen: dict[str, Any] = {}
@@ -274,8 +274,8 @@ def test_serve_passes_the_model_card_settings(monkeypatch, capsys):
         seen.update(kwargs, model=model)
         raise BackendUnavailableError("the vLLM server exited with code 1; the end of its log")
 
-    monkeypatch.setattr(judge.server, "vllm_installed", lambda: True)
-    monkeypatch.setattr(judge.server.VLLMServerBackend, "launch", launch)
+    monkeypatch.setattr(judge.cli.server, "vllm_installed", lambda: True)
+    monkeypatch.setattr(judge.cli.server.VLLMServerBackend, "launch", launch)
     status = cli.main(["serve", "--model", "m", "--port", "9001", "--", "--dtype", "bfloat16"])
     assert status == cli.EXIT_UNAVAILABLE
     assert seen["model"] == "m"

@@ -20,7 +20,7 @@ resumable: run the same command again after any interruption (see :mod:`judge.ba
 ``serve`` exits 0 when stopped by Ctrl-C or SIGTERM, 3 when the server cannot start or
 dies; ``check`` exits 0 when the server is ready, 3 when it cannot be used (unreachable,
 API key, model name), 1 when its answer to the test judgment is not a score, else 2 when
-the base URL had to be corrected (see :mod:`judge.server`).
+the base URL had to be corrected (see :mod:`judge.cli.server`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pydantic import ValidationError
 from backends.base import Backend
 from backends.errors import BackendConnectionError, BackendUnavailableError
 from judge import DEFAULT_MODEL, __version__
-from judge.batch import EXTENSIONS, BatchError, arun_batch, input_format_of
+from judge.batch.runner import EXTENSIONS, BatchError, arun_batch, input_format_of
 from judge.cache import JudgmentCache
 from judge.errors import CacheError
 from judge.runnable import ThinkingRewardJudge
@@ -123,8 +123,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_server_commands(commands: Any) -> None:
-    """The ``serve`` and ``check`` commands (:mod:`judge.server`)."""
-    from judge.server import DEFAULT_PORT, MODEL_CARD_SETTINGS
+    """The ``serve`` and ``check`` commands (:mod:`judge.cli.server`)."""
+    from judge.cli.server import DEFAULT_PORT, MODEL_CARD_SETTINGS
 
     serve = commands.add_parser(
         "serve",
@@ -452,7 +452,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from judge.server import serve
+    from judge.cli.server import serve
 
     return serve(
         args.model,
@@ -469,7 +469,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from judge.server import check
+    from judge.cli.server import check
 
     urls = [args.base_url] if args.base_url else _base_urls(argparse.Namespace(base_urls=None))
     if len(urls) != 1:
@@ -503,6 +503,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"thinking-judge: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -124,7 +124,7 @@ def render_messages(
     Args:
         question: The question.
         response: The response to judge.
-        image_parts: OpenAI ``image_url`` content parts (see :mod:`judge.images`).
+        image_parts: OpenAI ``image_url`` content parts (see :mod:`judge.core.images`).
         output_format: As for :func:`render_prompt`.
 
     Returns:

@@ -51,8 +51,8 @@ writing it at once.
 holds up the others; a batch-native backend (the in-process engine) gets batches of
 ``max_concurrency`` inputs, the next one prepared while the engine runs the current one.
 
-**Backend down.** A result failing with ``BackendConnectionError`` or
-``BackendUnavailableError`` says nothing about the input: it is not written, the run
+**Backend down.** A result whose failure kind ends a run (:data:`judge.failures.ENDS_RUN`:
+the backend is unreachable or cannot run) says nothing about the input: it is not written, the run
 stops (``BatchSummary.aborted``, exit status 3) and a re-run picks up from there.
 """
 
@@ -75,7 +75,9 @@ from typing import Any, Literal, TextIO
 import orjson
 
 from backends.base import AsyncBackend
-from backends.errors import BackendConnectionError, BackendUnavailableError, ThinkingJudgeError
+from backends.errors import ThinkingJudgeError
+from judge.errors import InputError
+from judge.failures import ExitStatus, ends_run
 from judge.runnable import ThinkingRewardJudge
 from judge.types import JudgeInput, ThinkingScore
 
@@ -97,8 +99,6 @@ EXTENSIONS: dict[str, InputFormat] = {
 }
 """File extension -> input format."""
 
-_UNREACHABLE = (BackendConnectionError, BackendUnavailableError)
-_UNREACHABLE_NAMES = frozenset(cls.__name__ for cls in _UNREACHABLE)
 _URL_PREFIXES = ("http://", "https://", "data:")
 _DUPLICATES_KEPT = 20  # duplicate ids named in the summary; the rest are only counted
 _YIELD_EVERY = 256  # records read between two turns of the event loop
@@ -169,10 +169,10 @@ class BatchSummary:
     def exit_status(self) -> int:
         """0: every input id has a score; 1: some failed or were duplicates; 3: aborted."""
         if self.aborted is not None:
-            return 3
+            return ExitStatus.UNAVAILABLE
         if self.failed or self.skipped_failed or self.duplicates:
-            return 1
-        return 0
+            return ExitStatus.FAILED
+        return ExitStatus.OK
 
     def describe(self) -> str:
         """One human-readable line."""
@@ -712,10 +712,8 @@ class _Run:
                 summary.skipped_failed += not previous[1]
                 continue
             if record.error is not None:
-                failure = ThinkingScore(
-                    error=record.error,
-                    error_type="InputError",
-                    metadata={"input_line": record.index},
+                failure = ThinkingScore.failure(
+                    InputError(record.error), metadata={"input_line": record.index}
                 )
                 self.finish(record, failure)
                 continue
@@ -743,7 +741,7 @@ class _Run:
             unreachable: list[str] = []
             for record, result in zip(chunk, results, strict=True):
                 score = _as_score(result)
-                if score.error_type in _UNREACHABLE_NAMES:
+                if ends_run(score.error_kind):
                     unreachable.append(score.error or "")
                 else:
                     self.finish(record, score)
@@ -771,9 +769,7 @@ def _as_score(result: ThinkingScore | BaseException) -> ThinkingScore:
     """A judge result; an exception (``raise_on_error`` judges) as a failed score."""
     if isinstance(result, ThinkingScore):
         return result
-    return ThinkingScore(
-        error=str(result) or type(result).__name__, error_type=type(result).__name__
-    )
+    return ThinkingScore.failure(result)
 
 
 async def ajudge_records(
