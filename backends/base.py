@@ -96,6 +96,7 @@ class Completion:
         model: The model that answered, as the backend names it.
         latency_s: Wall time of this request (for a batch-native backend, of its batch).
         attempts: How many times the request was sent.
+        cached: Whether it was answered from a cache (``backends.caching``), not the model.
     """
 
     text: str
@@ -106,6 +107,7 @@ class Completion:
     model: str | None = None
     latency_s: float | None = None
     attempts: int = 1
+    cached: bool = False
 
     def usage(self) -> dict[str, int] | None:
         """Token usage in OpenAI's shape, or None when the backend gave none."""
