@@ -22,7 +22,8 @@
 The transport errors are defined in :mod:`backends.errors` (``backends`` never imports
 ``judge``) and re-exported here. A failed judgment is a ``ThinkingScore`` with
 ``score=None``, ``error`` set and ``error_kind`` naming its kind
-(:mod:`judge.failures`); these exceptions are raised only where the caller asked for that (``raise_on_error=True``) or where no judgment was attempted.
+(:mod:`judge.failures`); these exceptions are raised only where the caller asked for
+that (``raise_on_error=True``) or where no judgment was attempted.
 """
 
 from __future__ import annotations
