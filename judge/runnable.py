@@ -26,11 +26,18 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from backends.base import Backend, Completion, JudgeRequest, Result
 from backends.errors import BackendError, ThinkingJudgeError
 from judge.cache import JudgmentCache
-from judge.errors import ConstraintError, InputError
+from judge.core.expected import ScoreTrace, expected_score, trace_answer
 from judge.core.images import image_parts, traced_input
-from judge.core.parse import ScoreTrace, constraint_choices, expected_score, parse_score, trace_answer
-from judge.core.prompt import ANSWER_TAG, TEMPLATE_VERSIONS, OutputFormat, prompt_sha256, render_messages
+from judge.core.parse import constraint_choices, parse_score
+from judge.core.prompt import (
+    ANSWER_TAG,
+    TEMPLATE_VERSIONS,
+    OutputFormat,
+    prompt_sha256,
+    render_messages,
+)
 from judge.core.sanitize import neutralize_special_tokens
+from judge.errors import ConstraintError, InputError
 from judge.types import JudgeInput, ThinkingScore
 
 if TYPE_CHECKING:
@@ -519,7 +526,7 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
             cfg["metadata"] = {**ls_params, **(cfg.get("metadata") or {})}
         return configs
 
-    # -- evaluators (see judge.integrations.evaluators) --------------------------------------------------
+    # -- evaluators (see judge.integrations) ---------------------------------------------
 
     def as_langsmith_evaluator(
         self,

@@ -10,15 +10,16 @@ from backends import FakeBackend
 from backends.base import Backend, Completion, JudgeRequest, SyncBackend, TokenLogprob
 from backends.errors import BackendConnectionError
 from judge import ThinkingRewardJudge
-from judge.core.parse import (
+from judge.core.expected import (
     END,
     ScoreTrace,
-    constraint_choices,
     expected_score,
     position_mass,
     token_class,
     trace_answer,
 )
+from judge.core.parse import constraint_choices
+from judge.failures import FailureKind
 
 
 def tok(token: str, top: dict[str, float] | None = None) -> TokenLogprob:
@@ -318,7 +319,8 @@ class Unconstrained(SyncBackend):
 def test_an_answer_outside_the_constraint_is_a_failure_not_a_score():
     result = ThinkingRewardJudge(backend=Unconstrained(), constrained=True).invoke(inputs(1)[0])
     assert result.score is None
-    assert result.error_type == "JudgmentError"
+    assert result.error_kind is FailureKind.CONSTRAINT
+    assert result.error_type == "ConstraintError"
     assert "did not honour structured outputs" in result.error
 
 
