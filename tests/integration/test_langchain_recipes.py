@@ -9,36 +9,21 @@ server is contacted: any other connection fails the test.
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import subprocess
 import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import FakeListChatModel
+from recipe_files import load_recipe, recipe_path
 from server_metrics import served_requests, wait_for_requests
 
 from backends import FakeBackend, VLLMServerBackend
 from judge import SCORE_GRID, ThinkingRewardJudge
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 GRID = {float(value) for value in SCORE_GRID}
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-
-
-def load(name: str) -> ModuleType:
-    """Import a recipe by file (recipes/ is not a package)."""
-    module_name = f"recipe_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, RECIPES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # LangGraph resolves the state's type hints there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -72,7 +57,7 @@ def server_args(vllm_server: VLLMServerBackend) -> list[str]:
 
 @pytest.mark.filterwarnings("ignore:'upload_runs' parameter is in beta")
 def test_langsmith_evaluate_recipe(server_args, only_loopback, capsys):
-    recipe = load("langsmith_evaluate")
+    recipe = load_recipe("langsmith_evaluate")
     summary = recipe.main(server_args)
     keys = {"thinking_reward", "thinking_reward_fn"}
     for mode in ("sync", "async"):
@@ -100,7 +85,7 @@ def test_langsmith_evaluate_recipe(server_args, only_loopback, capsys):
 
 
 def test_rerank_chain_recipe(server_args, vllm_server, only_loopback, monkeypatch):
-    recipe = load("rerank_chain")
+    recipe = load_recipe("rerank_chain")
     calls: list[int] = []
     batch = ThinkingRewardJudge.batch
 
@@ -151,7 +136,7 @@ def check_ranking(ranking, n: int) -> None:
 
 
 def test_rerank_chain_with_the_policy_on_the_server(vllm_server, only_loopback):
-    recipe = load("rerank_chain")
+    recipe = load_recipe("rerank_chain")
     judge = ThinkingRewardJudge(backend=vllm_server, constrained=True, expected_score=True)
     policy = recipe.server_policy(str(vllm_server.base_url), vllm_server.model)
     ranking = recipe.rerank_chain(policy, judge, 3).invoke({"question": recipe.QUESTION})
@@ -165,7 +150,7 @@ def test_rerank_chain_with_the_policy_on_the_server(vllm_server, only_loopback):
 
 
 def test_self_critique_recipe(server_args, only_loopback):
-    recipe = load("self_critique_langgraph")
+    recipe = load_recipe("self_critique_langgraph")
     state = recipe.main(
         [*server_args, "--threshold", "1.0", "--max-rounds", "3", "--agent", "scripted"]
     )
@@ -187,7 +172,7 @@ def test_self_critique_recipe(server_args, only_loopback):
 
 
 def test_self_critique_with_the_agent_on_the_server(server_args, only_loopback):
-    recipe = load("self_critique_langgraph")
+    recipe = load_recipe("self_critique_langgraph")
     state = recipe.main([*server_args, "--max-rounds", "2"])
     assert 1 <= len(state["rounds"]) <= 2
     last = state["rounds"][-1]
@@ -215,7 +200,7 @@ class Prompts(BaseCallbackHandler):
     ],
 )
 def test_self_critique_routing(scores, stopped, answers):
-    recipe = load("self_critique_langgraph")
+    recipe = load_recipe("self_critique_langgraph")
     prompts = Prompts()
     agent = FakeListChatModel(responses=["a1", "a2", "a3"], callbacks=[prompts])
     judge = ThinkingRewardJudge(backend=FakeBackend(scores=scores))
@@ -231,7 +216,7 @@ def test_self_critique_routing(scores, stopped, answers):
 
 
 def test_self_critique_stops_on_a_failed_judgment():
-    recipe = load("self_critique_langgraph")
+    recipe = load_recipe("self_critique_langgraph")
     agent = FakeListChatModel(responses=["a1", "a2"])
     judge = ThinkingRewardJudge(backend=FakeBackend(["0.2", "not a score"]))
     state = recipe.build_graph(agent, judge, threshold=0.7).invoke({"question": "Q?"})
@@ -243,7 +228,7 @@ def test_self_critique_stops_on_a_failed_judgment():
 @pytest.mark.parametrize("name", ["langsmith_evaluate", "rerank_chain", "self_critique_langgraph"])
 def test_recipes_run_as_scripts(name):
     done = subprocess.run(
-        [sys.executable, str(RECIPES / f"{name}.py"), "--help"],
+        [sys.executable, str(recipe_path(name)), "--help"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -19,12 +19,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from recipe_files import recipe_path
 
 from judge import SCORE_GRID
 
 pytest.importorskip("ray.data")
 
-RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "ray_batch_scoring.py"
 GRID = {float(value) for value in SCORE_GRID}
 LOOPBACK_HOSTS = ("127.0.0.1", "[::1]", "[::ffff:127.0.0.1]")
 
@@ -107,7 +107,7 @@ def test_ray_recipe_scores_every_row_once_with_two_actors(vllm_server, make_png,
     command = [
         sys.executable,
         str(tmp_path / "driver.py"),
-        str(RECIPE),
+        str(recipe_path("ray_batch_scoring")),
         str(tmp_path / "data.parquet"),
         str(out),
         str(vllm_server.base_url),

@@ -10,21 +10,17 @@ completions together). Numbers are printed (``pytest -s``), never asserted on ti
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import random
 import re
-import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
 from PIL import Image
+from recipe_files import load_recipe
 
 from backends import FakeBackend
 from backends.vllm_server import VLLMServerBackend
 from judge import GRPOReward, ThinkingRewardJudge
-
-RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "grpo_trl.py"
 
 
 def metrics(backend: VLLMServerBackend) -> dict[str, float]:
@@ -215,22 +211,12 @@ def test_prefix_cache_effect_of_grouped_sending(judge, vllm_server):
     assert all(queries > 0 and hits > 0 for queries, hits in runs.values())
 
 
-def load_recipe():
-    spec = importlib.util.spec_from_file_location("grpo_trl_recipe", RECIPE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_grpo_recipe_runs_real_trl_steps(vllm_server, tiny_model, tmp_path):
     """recipes/grpo_trl.py: real TRL GRPO steps on the CPU, the judge on the vLLM server."""
     pytest.importorskip("trl")
     from trl.trainer.utils import get_callable_name, is_async_callable
 
-    recipe = load_recipe()
+    recipe = load_recipe("grpo_trl")
     judge = ThinkingRewardJudge(backend=vllm_server, constrained=True)
     probe = judge.as_reward_func(name="thinking")
     assert is_async_callable(probe)
