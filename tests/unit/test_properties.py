@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from test_prompt import card_prompt  # the verbatim copy of the card's f-string
+from model_card import card_prompt  # the verbatim copy of the card's f-string
 
 from backends.fake import FakeBackend
 from judge import SCORE_GRID, ScoreParseError, ThinkingRewardJudge, parse_score
