@@ -98,8 +98,11 @@ def test_both_packages_are_typed():
 
 
 def test_backends_all_resolve():
+    # Each name resolves (lazily, for the backend classes) to the object of that name.
     for name in backends.__all__:
-        assert getattr(backends, name) is not None, name
+        value = getattr(backends, name)
+        assert getattr(value, "__name__", name) == name, (name, value)
+    assert backends.backend_class("vllm-server") is backends.VLLMServerBackend
     for name in (
         "VLLMServerBackend",
         "VLLMOfflineBackend",
