@@ -14,6 +14,7 @@ source                                    function
 ========================================  ===============================================
 a judge input mapping                     :func:`checked_fields`
 a message, generation or string           :func:`response_text`, :func:`message_text`
+                                          (from :mod:`judge.core.messages`)
 an example's inputs / a run's outputs     :func:`question_text`, :func:`outputs_response`
 an example + run (+ attachments)          :func:`prepare_judge_input`
 TRL prompt / completion / image columns   :func:`trl_question`, :func:`trl_response`,
@@ -31,9 +32,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatGeneration, Generation
+from langchain_core.outputs import Generation
 
-from backends.base import content_text
+from judge.core.messages import (
+    is_message_dict,
+    last_message,
+    message_role,
+    message_text,
+    response_text,
+)
 from judge.errors import InputError
 from judge.types import JudgeInput
 
@@ -88,93 +95,6 @@ def image_fields(value: Any) -> dict[str, Any]:
     return {}
 
 
-# --------------------------------------------------------------------------- messages
-
-
-def message_text(content: Any) -> str:
-    """The text of a chat message's content: a string, or its text parts joined."""
-    return "" if content is None else content_text(content)
-
-
-def _reasoning(content: Any, extra: Mapping[str, Any]) -> str:
-    """Reasoning a parser kept apart from the answer (vLLM, DeepSeek, Anthropic, v1 blocks)."""
-    found = extra.get("reasoning_content") or extra.get("reasoning")
-    if isinstance(found, str) and found:
-        return found
-    parts: list[str] = []
-    if isinstance(content, list):
-        for block in content:
-            if not isinstance(block, Mapping):
-                continue
-            if block.get("type") == "reasoning":
-                parts.append(str(block.get("reasoning") or ""))
-            elif block.get("type") == "thinking":
-                parts.append(str(block.get("thinking") or ""))
-    return "".join(parts)
-
-
-def _with_thinking(reasoning: str, text: str) -> str:
-    if reasoning and "<think>" not in text:
-        return f"<think>{reasoning}</think>{text}"
-    return text
-
-
-def is_message_dict(value: Any) -> bool:
-    """Whether ``value`` is an OpenAI-style message dict (``role`` and ``content``)."""
-    return isinstance(value, Mapping) and "role" in value and "content" in value
-
-
-def response_text(value: Any) -> str:
-    """The text the judge reads from a response: a string, a message or a generation.
-
-    A message's reasoning, when a reasoning parser kept it apart from the content
-    (``additional_kwargs["reasoning_content"]``, reasoning or thinking blocks), is put
-    back in front as ``<think>…</think>``: the judge scores the thinking.
-
-    Args:
-        value: A string, a LangChain message (``AIMessage``...), an OpenAI-style
-            message dict, or a ``Generation`` / ``ChatGeneration``.
-
-    Returns:
-        The response text.
-
-    Raises:
-        InputError: ``value`` is none of these.
-    """
-    if isinstance(value, str):
-        return value
-    if isinstance(value, BaseMessage):
-        return _with_thinking(
-            _reasoning(value.content, value.additional_kwargs), content_text(value.content)
-        )
-    if isinstance(value, ChatGeneration):
-        return response_text(value.message)
-    if isinstance(value, Generation):
-        return value.text
-    if is_message_dict(value):
-        return _with_thinking(_reasoning(value["content"], value), content_text(value["content"]))
-    raise InputError(
-        f"cannot read a response from a value of type {type(value).__name__}: give a "
-        "string, a message or a generation"
-    )
-
-
-def _role(message: Any) -> str | None:
-    if isinstance(message, BaseMessage):
-        return {"human": "user", "ai": "assistant"}.get(message.type, message.type)
-    if is_message_dict(message):
-        return str(message["role"])
-    return None
-
-
-def _last(messages: Any, role: str) -> Any:
-    if isinstance(messages, Sequence) and not isinstance(messages, str):
-        for message in reversed(messages):
-            if _role(message) == role:
-                return message
-    return None
-
-
 def _only_text(values: Mapping[str, Any], kinds: tuple[type, ...]) -> Any:
     found = [
         value
@@ -207,7 +127,7 @@ def question_text(inputs: Any) -> str:
         if inputs.get("question") is not None:
             question = inputs["question"]
             return question if isinstance(question, str) else response_text(question)
-        message = _last(inputs.get("messages"), "user")
+        message = last_message(inputs.get("messages"), "user")
         if message is not None:
             return response_text(message)
         only = _only_text(inputs, (str, BaseMessage))
@@ -218,7 +138,7 @@ def question_text(inputs: Any) -> str:
             f"cannot tell which input is the question (keys: {keys}); put it under "
             "'question' or pass prepare=..."
         )
-    message = _last(inputs if isinstance(inputs, Sequence) else [inputs], "user")
+    message = last_message(inputs if isinstance(inputs, Sequence) else [inputs], "user")
     if message is not None:
         return response_text(message)
     raise InputError(
@@ -249,7 +169,7 @@ def outputs_response(outputs: Any) -> str:
                 if isinstance(value, Mapping) and not is_message_dict(value):
                     return outputs_response(value)
                 return response_text(value)
-        message = _last(outputs.get("messages"), "assistant")
+        message = last_message(outputs.get("messages"), "assistant")
         if message is not None:
             return response_text(message)
         only = _only_text(outputs, (str, BaseMessage, Generation))
@@ -261,7 +181,7 @@ def outputs_response(outputs: Any) -> str:
             "'response' or 'output', or pass prepare=..."
         )
     if isinstance(outputs, Sequence) and not isinstance(outputs, str):
-        message = _last(outputs, "assistant")
+        message = last_message(outputs, "assistant")
         if message is None:
             raise InputError("the outputs hold no assistant message to judge")
         return response_text(message)
@@ -506,6 +426,8 @@ __all__ = [
     "info_images",
     "info_question",
     "is_message_dict",
+    "last_message",
+    "message_role",
     "message_text",
     "outputs_response",
     "prepare_judge_input",
