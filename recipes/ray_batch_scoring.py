@@ -16,8 +16,8 @@ What it shows:
     and each batch is ONE ``LLM.chat`` call;
 
 * every input row gets exactly one result row: the input's columns (images left out),
-  then ``score``, ``expected_score``, ``raw``, ``error``, ``error_type``, ``model``,
-  ``prompt_sha256``, ``latency_s`` and ``metadata`` (JSON). A row that cannot be judged
+  then ``score``, ``expected_score``, ``raw``, ``error``, ``error_kind``, ``error_type``,
+  ``model``, ``prompt_sha256``, ``latency_s`` and ``metadata`` (JSON). A row that cannot be judged
   (no question, an unreadable image, a server that stays down) is an **error record**:
   ``score`` null and ``error`` saying why, never a 0;
 * an optional judgment cache (``--cache``): rows judged before are answered from it.
@@ -76,6 +76,7 @@ RESULT_FIELDS: list[pa.Field] = [
     pa.field("expected_score", pa.float64()),
     pa.field("raw", pa.string()),
     pa.field("error", pa.string()),
+    pa.field("error_kind", pa.string()),
     pa.field("error_type", pa.string()),
     pa.field("model", pa.string()),
     pa.field("prompt_sha256", pa.string()),
@@ -186,6 +187,7 @@ def with_results(batch: pa.Table, scores: Sequence[ThinkingScore]) -> pa.Table:
         "expected_score": [s.expected_score for s in scores],
         "raw": [s.raw for s in scores],
         "error": [s.error for s in scores],
+        "error_kind": [s.error_kind and s.error_kind.value for s in scores],
         "error_type": [s.error_type for s in scores],
         "model": [s.model for s in scores],
         "prompt_sha256": [s.prompt_sha256 for s in scores],

@@ -145,6 +145,7 @@ def test_ray_recipe_scores_every_row_once_with_two_actors(vllm_server, make_png,
     for i in (7, 11):  # unusable rows are error records, not zeros
         assert by_id[i]["score"] is None
         assert by_id[i]["error_type"] == "InputError"
+        assert by_id[i]["error_kind"] == "input"
         assert by_id[i]["error"]
     scored = [row for i, row in by_id.items() if i not in (7, 11)]
     assert all(row["error"] is None for row in scored), [r["error"] for r in scored]
