@@ -1,4 +1,4 @@
-"""vLLM's OpenAI-compatible server, as a backend; and a way to start one.
+"""vLLM's OpenAI-compatible server as a backend: the vLLM host profile.
 
 :class:`VLLMServerBackend` talks to ``vllm serve`` (or ``python -m
 vllm.entrypoints.openai.api_server``) exactly as :class:`OpenAICompatibleBackend`
@@ -20,10 +20,9 @@ does, and adds what vLLM offers on top:
 * :meth:`~VLLMServerBackend.health` (``GET /health``) and
   :meth:`~VLLMServerBackend.version` (``GET /version``, cached, recorded in
   :meth:`~VLLMServerBackend.describe`);
-* :meth:`VLLMServerBackend.launch` starts a server in its own process group,
-  with its output in a log file, waits until it is healthy and stops it on
-  :meth:`~VLLMServerBackend.close` (modelled on vLLM's ``tests/utils.py``
-  ``RemoteOpenAIServer``)::
+* :meth:`VLLMServerBackend.launch` starts a server and returns its backend, which
+  stops the server on :meth:`~VLLMServerBackend.close` (the process supervisor is
+  :mod:`backends.vllm_launch`)::
 
       with VLLMServerBackend.launch("path/to/model", server_args=["--max-model-len", "4096"]) as b:
           b.generate([...])
@@ -37,17 +36,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -61,13 +54,20 @@ from backends.errors import (
     BackendError,
     BackendHTTPError,
     BackendResponseError,
-    BackendUnavailableError,
 )
 from backends.openai_compatible import (
     _TRANSPORT_ERRORS,
     OpenAICompatibleBackend,
     _display_url,
     _loads,
+)
+from backends.vllm_launch import (
+    ServerProcess,
+    api_root,
+    child_environment,
+    free_port,
+    server_command,
+    server_flags,
 )
 
 logger = logging.getLogger(__name__)
@@ -78,8 +78,6 @@ _LEGACY_GUIDED = {
     "guided_json": "json",
     "guided_grammar": "grammar",
 }
-_LOG_TAIL_BYTES = 8192
-_LOG_TAIL_LINES = 40
 
 
 _STRUCTURED_OUTPUTS_SINCE = (0, 10, 2)
@@ -143,77 +141,6 @@ def _server_root(base_url: URL) -> URL:
     )
 
 
-def server_flags(options: Mapping[str, Any]) -> list[str]:
-    """Command-line flags for vLLM server options given by keyword.
-
-    Args:
-        options: ``{"max_model_len": 4096, "enforce_eager": True, ...}``.
-
-    Returns:
-        ``["--max-model-len", "4096", "--enforce-eager", ...]``.
-    """
-    flags: list[str] = []
-    for name, value in options.items():
-        flag = "--" + name.replace("_", "-")
-        if value is True:
-            flags.append(flag)
-        elif value is False:
-            flags.append("--no-" + flag[2:])
-        elif isinstance(value, (Mapping, list, tuple)):
-            flags += [flag, json.dumps(value)]
-        elif value is not None:
-            flags += [flag, str(value)]
-    return flags
-
-
-def _free_port(host: str) -> int:
-    """A TCP port free on ``host`` right now."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _log_tail(path: Path, secrets: Sequence[str] = ()) -> str:
-    """The last lines of a log file, with ``secrets`` redacted."""
-    try:
-        with path.open("rb") as log:
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - _LOG_TAIL_BYTES))
-            data = log.read()
-    except OSError as exc:
-        return f"(the log {path} cannot be read: {exc.strerror})"
-    text = "\n".join(data.decode("utf-8", "replace").splitlines()[-_LOG_TAIL_LINES:])
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text or "(the log is empty)"
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
-    """Send ``sig`` to the process's group (POSIX) or to the process (elsewhere)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if hasattr(os, "killpg"):
-            os.killpg(process.pid, sig)
-        elif sig == getattr(signal, "SIGKILL", None):  # pragma: no cover - Windows
-            process.kill()
-        else:  # pragma: no cover - Windows
-            process.terminate()
-
-
-def _stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM the group, SIGKILL it after ``grace`` seconds; reap the leader."""
-    if process.poll() is None:
-        _signal_group(process, signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            logger.warning("the vLLM server did not stop within %g s; killing it", grace)
-    _signal_group(process, getattr(signal, "SIGKILL", signal.SIGTERM))  # stragglers
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(grace)
-
-
 class VLLMServerBackend(OpenAICompatibleBackend):
     """A vLLM OpenAI-compatible server.
 
@@ -253,8 +180,7 @@ class VLLMServerBackend(OpenAICompatibleBackend):
         self.extra_body = _translate_legacy(self.extra_body)
         self._roots = tuple(_server_root(url) for url in self.base_urls)
         self._vllm_version: str | None = vllm_version
-        self._process: subprocess.Popen[bytes] | None = None
-        self._stop_server: weakref.finalize[Any, Any] | None = None
+        self._server: ServerProcess | None = None
         self.log_path: Path | None = None
         """The launched server's log file (kept after it stops), or None."""
 
@@ -411,7 +337,7 @@ class VLLMServerBackend(OpenAICompatibleBackend):
     @property
     def server_process(self) -> subprocess.Popen[bytes] | None:
         """The server process :meth:`launch` started, or None."""
-        return self._process
+        return self._server.process if self._server is not None else None
 
     @classmethod
     def launch(
@@ -433,8 +359,10 @@ class VLLMServerBackend(OpenAICompatibleBackend):
 
         Runs ``python -m <server_module> --host H --port P --model M
         --served-model-name N *server_args`` in a new process group, with stdout and
-        stderr appended to ``log_file``. :meth:`close` (or leaving a ``with`` block)
-        stops it: SIGTERM to the group, SIGKILL after :attr:`shutdown_grace` seconds.
+        stderr appended to ``log_file`` (the supervisor is
+        :class:`backends.vllm_launch.ServerProcess`). :meth:`close` (or leaving a
+        ``with`` block) stops it: SIGTERM to the group, SIGKILL after
+        :attr:`shutdown_grace` seconds.
 
         Args:
             model: A model directory or hub id.
@@ -472,47 +400,35 @@ class VLLMServerBackend(OpenAICompatibleBackend):
                 "pass the API key as backend_kwargs={'api_key': ...}: it reaches the server "
                 "through its environment, never its command line"
             )
-        port = _free_port(host) if port is None else port
-        connect_host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-        netloc = f"[{connect_host}]" if ":" in connect_host else connect_host
-        backend = cls(f"http://{netloc}:{port}/v1", served_model_name, **(backend_kwargs or {}))
-        if log_file is None:
-            handle, name = tempfile.mkstemp(prefix="vllm-server-", suffix=".log")
-            os.close(handle)
-            log_file = name
-        backend.log_path = Path(log_file)
-        child_env = {**os.environ, **(env or {})}
-        if backend._api_key is not None:
-            child_env.setdefault("VLLM_API_KEY", backend._api_key.get_secret_value())
-        command = [
+        port = free_port(host) if port is None else port
+        backend = cls(api_root(host, port), served_model_name, **(backend_kwargs or {}))
+        key = backend._api_key.get_secret_value() if backend._api_key is not None else None
+        child_env = child_environment(env)
+        if key is not None:
+            child_env.setdefault("VLLM_API_KEY", key)
+        command = server_command(
             python,
-            "-m",
             cls.server_module,
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--model",
-            model,
-            "--served-model-name",
-            served_model_name,
-            *server_args,
-            *server_flags(server_options),
-        ]
-        logger.info("starting a vLLM server on port %d; log: %s", port, backend.log_path)
-        with backend.log_path.open("ab") as log:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=child_env,
-                start_new_session=True,
-            )
-        backend._process = process
-        backend._stop_server = weakref.finalize(backend, _stop_process, process, cls.shutdown_grace)
+            model=model,
+            host=host,
+            port=port,
+            served_model_name=served_model_name,
+            server_args=server_args,
+            options=server_options,
+        )
+        server = ServerProcess.start(
+            command,
+            env=child_env,
+            log_file=log_file,
+            grace=cls.shutdown_grace,
+            owner=backend,
+            secrets=[key] if key else [],
+            name=backend.name,
+        )
+        backend._server = server
+        backend.log_path = server.log_path
         try:
-            backend._wait_until_healthy(process, startup_timeout)
+            server.wait_until_healthy(backend.health, startup_timeout)
         except BaseException:
             backend.close()
             raise
@@ -520,44 +436,19 @@ class VLLMServerBackend(OpenAICompatibleBackend):
             backend.version()
         return backend
 
-    def _wait_until_healthy(self, process: subprocess.Popen[bytes], startup_timeout: float) -> None:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            code = process.poll()
-            if code is None and self.health(timeout=5.0):
-                if process.poll() is None:
-                    return
-                code = process.returncode
-            if code is not None:
-                raise self._startup_failure(f"the vLLM server exited with code {code}")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._startup_failure(
-                    f"the vLLM server was not healthy within {startup_timeout:g} s"
-                )
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(min(0.5, remaining))  # returns at once if it exits
-
-    def _startup_failure(self, what: str) -> BackendUnavailableError:
-        secrets = [secret.get_secret_value() for secret in self._secrets]
-        tail = _log_tail(self.log_path, secrets) if self.log_path else "(no log)"
-        return BackendUnavailableError(
-            f"{what}; the end of its log ({self.log_path}):\n{tail}", backend=self.name
-        )
-
     # ----------------------------------------------------------------- closing
 
     def close(self) -> None:
         """Close the HTTP sessions and stop the server :meth:`launch` started."""
         super().close()
-        if self._stop_server is not None:
-            self._stop_server()
+        if self._server is not None:
+            self._server.stop()
 
     async def aclose(self) -> None:
         """Async :meth:`close`."""
         await super().aclose()
-        if self._stop_server is not None:
-            await asyncio.to_thread(self._stop_server)
+        if self._server is not None:
+            await asyncio.to_thread(self._server.stop)
 
 
-__all__ = ["VLLMServerBackend"]
+__all__ = ["VLLMServerBackend", "reads_structured_outputs", "server_flags"]
