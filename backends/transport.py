@@ -1,0 +1,399 @@
+"""THE one HTTP client of the project: pooled aiohttp sessions, auth, typed safe errors.
+
+Every HTTP request the project makes (judgments, health probes, ``/version``,
+``/health``, ``thinking-judge check``) goes through a :class:`Transport`::
+
+    transport = Transport(name="vllm-server", timeout=60.0, authorization=bearer(key))
+    status, body = await transport.get(url, timeout=5.0)   # raises a typed BackendError
+    reply = await transport.post(url, payload, shown=shown) # Reply, or the BackendError
+    await transport.aclose()                    # or: async with Transport(...) as transport
+
+Public API:
+
+==============================================  ===========================================
+:class:`Transport`                              one pooled session per event loop, auth
+                                                headers, typed and scrubbed errors
+``await Transport.session(concurrency)``        the running loop's session
+``await Transport.get(url, timeout=)``          ``(status, body)``; raises
+                                                ``BackendConnectionError`` /
+                                                ``BackendTimeoutError`` /
+                                                ``BackendResponseError``
+``await Transport.post(url, payload, shown=)``  one attempt: :class:`Reply` or the error
+``Transport.http_error(status, body, shown)``   the typed error for an HTTP status
+                                                (``BackendContextLengthError`` included)
+``Transport.error_for(exc, shown)``             the typed error for an aiohttp exception
+``Transport.safe(text, cut_at)``                a host's message with the secrets scrubbed
+``Transport.host_message(body, cut_at)``        the host's message of an error body, safe
+``await Transport.aclose()`` / ``close()``      close every loop's session
+``await Transport.aclose_on_current_loop()``    close this loop's session only
+``Transport.close_elsewhere(skip)``             close the other loops' sessions
+:func:`credentials`                             URLs + API key -> auth header and secrets
+:func:`bearer`                                  ``"Bearer <key>"`` as a ``SecretStr``
+:data:`TRANSPORT_ERRORS`                        what aiohttp raises for a network fault
+==============================================  ===========================================
+
+Retries, backoff, ``Retry-After`` and the deadline of a request are
+:mod:`backends.retries` (tenacity); the wire format is :mod:`backends.openai_wire`;
+replicas are :mod:`backends.replicas`.
+
+Sessions. A session is bound to the event loop it was created on, so a transport
+keeps one per loop, created on first use on that loop. Each is closed by
+:meth:`Transport.aclose_on_current_loop` / :meth:`Transport.close_elsewhere`, and
+otherwise when its loop shuts down (``asyncio.run`` finalizes async generators; a
+small generator per session closes it then), so aiohttp's "Unclosed client session"
+warning is never emitted. A closed transport may be used again: it opens new sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import aiohttp
+from pydantic import SecretStr
+from yarl import URL
+
+from backends.errors import (
+    BackendConnectionError,
+    BackendContextLengthError,
+    BackendError,
+    BackendHTTPError,
+    BackendResponseError,
+    BackendTimeoutError,
+)
+from backends.openai_wire import (
+    body_message,
+    display_url,
+    is_context_length,
+    parse_retry_after,
+    scrub,
+)
+from backends.retries import seconds
+
+logger = logging.getLogger(__name__)
+
+TIMEOUT_ERRORS = (asyncio.TimeoutError, TimeoutError)
+"""What an aiohttp call raises when it runs out of time."""
+TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+"""Everything an aiohttp call raises for a network fault (see :meth:`Transport.error_for`)."""
+
+
+def bearer(api_key: SecretStr | str) -> SecretStr:
+    """The ``Authorization`` header value for an API key."""
+    key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+    return SecretStr(f"Bearer {key}")
+
+
+def credentials(
+    urls: Sequence[URL], api_key: SecretStr | str | None
+) -> tuple[list[URL], SecretStr | None, tuple[SecretStr, ...]]:
+    """The URLs to use, the ``Authorization`` header and the secrets to scrub.
+
+    Credentials in a URL (``http://user:password@host/v1``) become HTTP basic auth and
+    are taken out of the URL; otherwise ``api_key`` becomes a bearer token.
+
+    Raises:
+        ValueError: Credentials in a URL together with an API key or several URLs.
+    """
+    secrets: list[str] = []
+    authorization: SecretStr | None = None
+    with_user = [url for url in urls if url.user is not None]
+    if with_user:
+        if api_key is not None or len(urls) > 1:
+            raise ValueError(
+                "credentials in base_url need a single base_url and no api_key; "
+                "pass api_key (or headers) instead"
+            )
+        url = with_user[0]
+        token = base64.b64encode(f"{url.user}:{url.password or ''}".encode()).decode()
+        authorization = SecretStr(f"Basic {token}")
+        secrets += [url.password or "", token]
+        urls = [url.with_user(None)]
+    elif api_key is not None:
+        authorization = bearer(api_key)
+        secrets.append(authorization.get_secret_value().removeprefix("Bearer "))
+    # Too short to be a secret, a string is left alone.
+    return list(urls), authorization, tuple(SecretStr(s) for s in secrets if len(s) >= 4)
+
+
+class Reply(NamedTuple):
+    """One HTTP reply: status, body, and the wait a non-2xx reply asked for."""
+
+    status: int
+    body: bytes
+    retry_after: float | None
+
+
+class _LoopSession:
+    """A session and the async generator that closes it when its loop shuts down."""
+
+    __slots__ = ("keeper", "limit", "session")
+
+    def __init__(
+        self, session: aiohttp.ClientSession, keeper: AsyncGenerator[None, None], limit: int
+    ) -> None:
+        self.session = session
+        self.keeper = keeper
+        self.limit = limit
+
+
+async def _keep_session(
+    session: aiohttp.ClientSession,
+    sessions: dict[asyncio.AbstractEventLoop, _LoopSession],
+    loop: asyncio.AbstractEventLoop,
+) -> AsyncGenerator[None, None]:
+    """Suspend until closed; then forget and close ``session``.
+
+    Being an async generator started on ``loop``, it is finalized by
+    ``loop.shutdown_asyncgens()`` (which ``asyncio.run`` calls), and by the loop's
+    finalizer hook if it is dropped while the loop runs: the session never outlives
+    its loop unclosed. It holds no reference to the transport.
+    """
+    try:
+        yield
+    finally:
+        entry = sessions.get(loop)
+        if entry is not None and entry.session is session:
+            del sessions[loop]
+        await session.close()
+
+
+class Transport:
+    """Pooled aiohttp sessions (one per event loop) with auth and safe, typed errors.
+
+    Args:
+        name: The backend name put in errors (e.g. ``"vllm-server"``).
+        timeout: Seconds allowed for one request, connection to last byte.
+        limit: The least size of each loop's connection pool.
+        headers: Extra headers for every request (never shown).
+        authorization: The ``Authorization`` header (see :func:`credentials`).
+        secrets: Strings scrubbed from every message (the API key...).
+
+    It cannot be pickled or copied (it holds credentials and live connections).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        timeout: float,
+        limit: int = 64,
+        headers: Mapping[str, str] | None = None,
+        authorization: SecretStr | None = None,
+        secrets: Sequence[SecretStr] = (),
+    ) -> None:
+        if timeout <= 0 or limit < 1:
+            raise ValueError("timeout and limit must be positive")
+        self.name = name
+        self.timeout = float(timeout)
+        self.limit = int(limit)
+        self._headers = dict(headers or {})
+        self._authorization = authorization
+        self.secrets = tuple(secrets)
+        self.sessions: dict[asyncio.AbstractEventLoop, _LoopSession] = {}
+        """The open session of each event loop (read-only: for diagnostics and tests)."""
+        self._closing: set[asyncio.Future[Any]] = set()
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise TypeError("a Transport cannot be pickled or copied: build one per process")
+
+    def __repr__(self) -> str:
+        return f"Transport(name={self.name!r}, timeout={self.timeout:g})"
+
+    async def __aenter__(self) -> Transport:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close this loop's session now, and schedule the closing of the others."""
+        await self.aclose_on_current_loop()
+        self.close_elsewhere(skip=asyncio.get_running_loop())
+
+    def close(self) -> None:
+        """Close every loop's session, as far as sync code can (see :meth:`close_elsewhere`)."""
+        self.close_elsewhere()
+
+    # ------------------------------------------------------------------ sessions
+
+    async def session(self, concurrency: int | None = None) -> aiohttp.ClientSession:
+        """The running loop's session, created on first use.
+
+        Args:
+            concurrency: Requests the caller will have in flight; a warning is logged
+                once when it exceeds the loop's connection pool.
+        """
+        loop = asyncio.get_running_loop()
+        entry = self.sessions.get(loop)
+        if entry is not None and not entry.session.closed:
+            if concurrency is not None and concurrency > entry.limit:
+                logger.warning(
+                    "max_concurrency=%d exceeds this loop's connection pool (%d); "
+                    "construct the backend with max_concurrency=%d to raise it",
+                    concurrency,
+                    entry.limit,
+                    concurrency,
+                )
+                entry.limit = concurrency  # warn once per size
+            return entry.session
+        limit = max(self.limit, concurrency or 0)
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers.update(self._headers)
+        if self._authorization is not None:
+            headers["Authorization"] = self._authorization.get_secret_value()
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit, keepalive_timeout=60.0),
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+        )
+        keeper = _keep_session(session, self.sessions, loop)
+        self.sessions[loop] = _LoopSession(session, keeper, limit)
+        await keeper.__anext__()  # registers it with the loop's async-generator hooks
+        return session
+
+    async def aclose_on_current_loop(self) -> None:
+        """Close the running loop's session."""
+        entry = self.sessions.get(asyncio.get_running_loop())
+        if entry is not None:
+            await entry.keeper.aclose()
+
+    def close_elsewhere(self, skip: asyncio.AbstractEventLoop | None = None) -> None:
+        """Close the sessions of every loop but ``skip``, as far as sync code can.
+
+        On the running loop and on loops running in other threads the closing is
+        scheduled; an idle loop is run until its session is closed; a closed loop's
+        session was closed when the loop shut down.
+        """
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop, entry in self.sessions.copy().items():
+            if loop is skip:
+                continue
+            if loop.is_closed():
+                self.sessions.pop(loop, None)
+            elif loop is running:
+                task = loop.create_task(entry.keeper.aclose())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(entry.keeper.aclose(), loop)
+            elif running is None:
+                loop.run_until_complete(entry.keeper.aclose())
+
+    # ------------------------------------------------------------------ requests
+
+    async def post(
+        self,
+        url: URL,
+        payload: bytes,
+        *,
+        shown: str,
+        timeout: float | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> Reply | BackendError:
+        """One POST of a JSON ``payload``: the reply, whatever its status, or the error.
+
+        Args:
+            url: Where to (may hold credentials in its query).
+            payload: The encoded JSON body.
+            shown: The URL as errors show it (see :func:`~backends.openai_wire.display_url`).
+            timeout: Seconds for this request when less than the transport's.
+            session: The session to use (default: the running loop's).
+        """
+        options: dict[str, Any] = {}
+        if timeout is not None and timeout < self.timeout:  # what is left of a deadline
+            options["timeout"] = aiohttp.ClientTimeout(total=max(timeout, 0.001))
+        if session is None:
+            session = await self.session()
+        try:
+            async with session.post(url, data=payload, **options) as response:
+                status = response.status
+                body = await response.read()
+                retry_after = parse_retry_after(response.headers) if status >= 300 else None
+        except TRANSPORT_ERRORS as exc:
+            return self.error_for(exc, shown, timeout)
+        return Reply(status, body, retry_after)
+
+    async def get(self, url: URL | str, *, timeout: float | None = None) -> tuple[int, bytes]:
+        """GET ``url`` with the transport's headers: ``(status, body)``, whatever the status.
+
+        Raises:
+            BackendConnectionError: The host could not be reached.
+            BackendTimeoutError: No complete reply within ``timeout`` seconds.
+            BackendResponseError: A truncated or invalid HTTP reply.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        session = await self.session()
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                return response.status, await response.read()
+        except TRANSPORT_ERRORS as exc:
+            raise self.error_for(exc, display_url(url), timeout) from None
+
+    # ------------------------------------------------------------------ errors
+
+    def safe(self, text: str, cut_at: Sequence[str] = ()) -> str:
+        """``text`` scrubbed of the secrets, of base64 and of any echo of ``cut_at``."""
+        secrets = [secret.get_secret_value() for secret in self.secrets]
+        return scrub(text, secrets, cut_at=cut_at)
+
+    def host_message(self, body: bytes, cut_at: Sequence[str] = ()) -> str:
+        """The host's message from an error body, made safe."""
+        return self.safe(body_message(body), cut_at) or "(no message)"
+
+    def http_error(
+        self,
+        status: int,
+        body: bytes,
+        shown: str,
+        *,
+        retry_after: float | None = None,
+        cut_at: Sequence[str] = (),
+    ) -> BackendHTTPError:
+        """The typed error for an HTTP error status, with the host's message made safe."""
+        message = self.host_message(body, cut_at)
+        cls = BackendContextLengthError if is_context_length(status, message, body) else None
+        return (cls or BackendHTTPError)(
+            f"HTTP {status} from {shown}: {message}",
+            status=status,
+            retry_after=retry_after,
+            backend=self.name,
+        )
+
+    def error_for(
+        self, exc: BaseException, shown: str, timeout: float | None = None
+    ) -> BackendError:
+        """The typed error for an exception raised while talking to ``shown``."""
+        if isinstance(exc, TIMEOUT_ERRORS):
+            timeout = self.timeout if timeout is None else timeout
+            return BackendTimeoutError(
+                f"no complete reply from {shown} within {seconds(timeout)} s", backend=self.name
+            )
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            return BackendResponseError(
+                f"truncated reply from {shown}: {self.safe(str(exc))}", backend=self.name
+            )
+        if isinstance(exc, aiohttp.ClientResponseError):
+            return BackendResponseError(
+                f"invalid HTTP reply from {shown}: {self.safe(exc.message)}", backend=self.name
+            )
+        return BackendConnectionError(
+            f"connection to {shown} failed: {type(exc).__name__}: {self.safe(str(exc))}",
+            backend=self.name,
+        )
+
+
+__all__ = [
+    "TIMEOUT_ERRORS",
+    "TRANSPORT_ERRORS",
+    "Reply",
+    "Transport",
+    "bearer",
+    "credentials",
+]
