@@ -10,14 +10,15 @@ succeed (connection reset, timeout, 429, 5xx, a truncated reply), False otherwis
 ::
 
     ThinkingJudgeError                  root of everything raised here
-    └── BackendError                    no usable completion came back  (attempts, backend)
-        ├── BackendConnectionError      unreachable host, reset connection      retryable
-        ├── BackendTimeoutError         the request ran out of time             retryable
-        ├── BackendHTTPError            an HTTP error status (status, retry_after)
-        │   │                           retryable for 429 and 5xx only
-        │   └── BackendContextLengthError  the prompt exceeds the model's context
-        ├── BackendResponseError        200, but not a usable chat completion   retryable
-        └── BackendUnavailableError     the backend cannot run here (package, model, memory)
+    ├── BackendError                    no usable completion came back  (attempts, backend)
+    │   ├── BackendConnectionError      unreachable host, reset connection      retryable
+    │   ├── BackendTimeoutError         the request ran out of time             retryable
+    │   ├── BackendHTTPError            an HTTP error status (status, retry_after)
+    │   │   │                           retryable for 429 and 5xx only
+    │   │   └── BackendContextLengthError  the prompt exceeds the model's context
+    │   ├── BackendResponseError        200, but not a usable chat completion   retryable
+    │   └── BackendUnavailableError     the backend cannot run here (package, model, memory)
+    └── CacheError                      the judgment cache file is unusable (backends.caching)
 """
 
 from __future__ import annotations
@@ -130,6 +131,10 @@ class BackendUnavailableError(BackendError):
     """The backend cannot run here: a missing package, model or resource."""
 
 
+class CacheError(ThinkingJudgeError):
+    """The judgment cache file cannot be used (not a cache, another schema, unwritable)."""
+
+
 __all__ = [
     "BackendConnectionError",
     "BackendContextLengthError",
@@ -138,5 +143,6 @@ __all__ = [
     "BackendResponseError",
     "BackendTimeoutError",
     "BackendUnavailableError",
+    "CacheError",
     "ThinkingJudgeError",
 ]

@@ -12,7 +12,7 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from judge.cache import JudgmentCache
+from backends.caching import JudgmentCache
 from judge.errors import (
     BackendError,
     CacheError,

@@ -14,7 +14,7 @@
     ├── InputError                      the judge input is unusable
     │   └── ImageError                  an image could not be read or encoded  (source)
     ├── BatchError                      a batch file cannot be read or written (judge.batch)
-    ├── CacheError                      the judgment cache file is unusable (judge.cache)
+    ├── CacheError                      the judgment cache file is unusable (backends.caching)
     └── JudgmentError                   the model answered, but not with a score
         ├── ScoreParseError             also langchain-core's OutputParserException
         └── ConstraintError             an answer the constraint does not allow
@@ -38,6 +38,7 @@ from backends.errors import (
     BackendResponseError,
     BackendTimeoutError,
     BackendUnavailableError,
+    CacheError,
     ThinkingJudgeError,
 )
 
@@ -58,10 +59,6 @@ class ImageError(InputError):
     def __init__(self, message: str, *, source: str) -> None:
         super().__init__(f"{message}: {source}")
         self.source = source
-
-
-class CacheError(ThinkingJudgeError):
-    """The judgment cache file cannot be used (not a cache, another schema, unwritable)."""
 
 
 class JudgmentError(ThinkingJudgeError):
