@@ -99,6 +99,7 @@ def test_an_unusable_line_becomes_an_input_error_record(tmp_path, line, expected
     bad = out[expected_id]
     assert bad["score"] is None
     assert bad["error_type"] == "InputError"
+    assert bad["error_kind"] == "input"
     assert message in bad["error"]
     assert bad["metadata"] == {"input_line": 0}
     assert out["ok"]["score"] == 0.5

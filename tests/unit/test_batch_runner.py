@@ -19,7 +19,7 @@ from batch_fakes import (
 )
 
 from backends import FakeBackend
-from backends.errors import BackendConnectionError
+from backends.errors import BackendConnectionError, BackendUnavailableError
 from judge import ThinkingRewardJudge
 from judge.batch import (
     ajudge_records,
@@ -27,6 +27,7 @@ from judge.batch import (
     read_records,
     run_batch,
 )
+from judge.failures import ExitStatus, FailureKind
 
 # ------------------------------------------------------------------------ basics
 
@@ -60,8 +61,10 @@ def test_a_failed_judgment_is_recorded_with_its_typed_error_never_as_zero(tmp_pa
     out = by_id(tmp_path / "out.jsonl")
     assert out["t"]["score"] is None
     assert out["t"]["error_type"] == "BackendTimeoutError"
+    assert out["t"]["error_kind"] == "timeout"
     assert out["p"]["score"] is None
     assert out["p"]["error_type"] == "ScoreParseError"
+    assert out["p"]["error_kind"] == "parse"
     assert out["p"]["raw"] == "I cannot say"
     assert (summary.scored, summary.failed, summary.exit_status) == (1, 2, 1)
 
@@ -108,6 +111,8 @@ def test_an_unreachable_backend_stops_the_run_and_writes_no_failure_for_it(tmp_p
     )
     assert summary.aborted is not None
     assert "connection refused" in summary.aborted
+    assert "unreachable" in summary.aborted
+    assert summary.aborted_kind == FailureKind.CONNECTION
     assert summary.exit_status == 3
     assert "run the same command again to resume" in summary.describe()
     written = by_id(output)
@@ -117,6 +122,38 @@ def test_an_unreachable_backend_stops_the_run_and_writes_no_failure_for_it(tmp_p
     assert rest.skipped == len(written)
     assert rest.exit_status == 0
     assert set(by_id(output)) == {f"r{i}" for i in range(40)}
+
+
+def test_a_backend_that_cannot_run_stops_the_run_like_an_unreachable_one(tmp_path):
+    source = write_jsonl(tmp_path / "in.jsonl", records(5))
+    output = tmp_path / "out.jsonl"
+
+    def missing(request):
+        return BackendUnavailableError("vLLM is not installed", backend="fake")
+
+    summary = run_batch(judge_with(FakeBackend(missing)), source, output)
+    assert summary.exit_status == ExitStatus.UNAVAILABLE
+    assert summary.aborted_kind == FailureKind.UNAVAILABLE
+    assert "vLLM is not installed" in summary.aborted
+    assert results(output) == []
+
+
+def test_an_http_backend_is_found_behind_a_runnable_wrapper(tmp_path):
+    source = write_jsonl(tmp_path / "in.jsonl", records(30))
+    backend = SlowHTTP(seed=3)
+    calls: list[int] = []
+    original = backend.agenerate
+
+    async def counting(requests, *, max_concurrency=None):
+        calls.append(len(requests))
+        return await original(requests, max_concurrency=max_concurrency)
+
+    backend.agenerate = counting  # type: ignore[method-assign]
+    wrapped = judge_with(backend).with_config(tags=["batch"])
+    summary = run_batch(wrapped, source, tmp_path / "out.jsonl", max_concurrency=4)
+    assert summary.scored == 30
+    assert calls == [1] * 30  # still fed one input per call: an HTTP backend
+    assert backend.max_in_flight == 4
 
 
 def test_a_judge_that_raises_on_error_still_gets_error_records(tmp_path):
