@@ -22,31 +22,63 @@ only when, the extension cannot load, so that the import succeeds; torchvision's
 ``torchvision.ops.nms`` still raises torchvision's clear error. Nothing else in
 torchvision is touched, and a torchvision whose extension loads is left alone.
 
-It has to run before torchvision is first imported in every Python process that may
-import it, including the fresh interpreters vLLM starts for itself (its model
-registry inspects model classes in a ``python -m vllm.model_executor.models.registry``
-subprocess, which imports transformers, hence torchvision, before anything else). So
-:func:`autoload` is registered in the project's ``pyproject.toml`` under torch's own
-extension entry point group, ``torch.backends``, which torch calls at the end of
-``import torch`` in every process (unless ``TORCH_DEVICE_BACKEND_AUTOLOAD=0``)::
+Where the repair runs
+---------------------
+Only in processes this project starts or loads vLLM in, never in a process that merely
+has the project installed (no entry point of this distribution is registered with torch
+or vLLM: those would fire in every ``import torch`` or every vLLM process of the user's
+environment):
 
-    [project.entry-points."torch.backends"]
-    torch_compat = "backends._torch_compat:autoload"
+* **this process, on demand**: :func:`install` is called before vLLM or transformers is
+  imported by the in-process engine (:func:`backends.vllm_offline.import_vllm`, through
+  :func:`install_in_process_tree`) and by :func:`judge.testing.build_tiny_model`;
+* **the Python processes the project starts**: the repair has to run before torchvision
+  is first imported in every Python process that may import it, including the fresh
+  interpreters vLLM starts for itself (its model registry inspects model classes in a
+  ``python -m vllm.model_executor.models.registry`` subprocess, which imports
+  transformers, hence torchvision, before anything else; its engine core runs in another
+  process). So a process the project starts is given :func:`child_environment`: its
+  ``PYTHONPATH`` begins with :data:`SITE_DIR`, a private folder of this package that
+  holds only a ``sitecustomize.py``. Python's :mod:`site` imports it at start-up; it
+  loads this file (by its path, without importing the ``backends`` package), calls
+  :func:`install_on_import`, which runs :func:`install` right after the process's first
+  ``import torch`` (the moment torch's own entry points would run), and then runs the
+  ``sitecustomize`` the interpreter would have run without us, if any
+  (:func:`run_next_sitecustomize`). The variable is inherited, so vLLM's own children
+  (engine core, registry subprocess, multiprocessing workers) run the repair too. The
+  server launcher (:mod:`backends.vllm_launch`, used by ``launch``, ``serve`` and
+  ``demo``) passes ``child_environment()`` to the server; the in-process engine puts
+  :data:`SITE_DIR` on its own ``os.environ["PYTHONPATH"]`` (:func:`install_in_process_tree`)
+  so that the processes vLLM starts from it inherit it.
 
-Where the project is not installed, call :func:`install` before importing
-transformers.
+This module imports nothing but the standard library at import time (the start-up hook
+loads it by path in every such process), and nothing of this project ever.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
 import pathlib
 import sys
 import warnings
+from collections.abc import Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
-__all__ = ["autoload", "install"]
+__all__ = [
+    "SITE_DIR",
+    "child_environment",
+    "install",
+    "install_in_process_tree",
+    "install_on_import",
+    "run_next_sitecustomize",
+]
+
+SITE_DIR = pathlib.Path(__file__).resolve().with_name("_torch_compat_site")
+"""The folder whose ``sitecustomize.py`` runs the repair in the processes the project starts."""
 
 _SCHEMAS = {
     "nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
@@ -65,6 +97,39 @@ _library: Any = None
 _media_checked = False
 
 
+def child_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a Python process the project starts, with the repair in it.
+
+    Args:
+        base: The environment to start from (default: this process's ``os.environ``).
+            It is not changed.
+
+    Returns:
+        A copy of ``base`` whose ``PYTHONPATH`` begins with :data:`SITE_DIR` (added once;
+        the entries already there keep their order after it).
+    """
+    environment = dict(os.environ if base is None else base)
+    site = str(SITE_DIR)
+    entries = [entry for entry in environment.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    if site not in entries:
+        environment["PYTHONPATH"] = os.pathsep.join([site, *entries])
+    return environment
+
+
+def install_in_process_tree() -> bool:
+    """Run the repair here, and in every Python process this process starts from now on.
+
+    For a process that loads vLLM itself (the in-process engine): :func:`install` now,
+    and :data:`SITE_DIR` at the head of ``os.environ["PYTHONPATH"]`` so that the
+    processes vLLM starts inherit the start-up hook. Safe to call any number of times.
+
+    Returns:
+        What :func:`install` returns.
+    """
+    os.environ["PYTHONPATH"] = child_environment(os.environ)["PYTHONPATH"]
+    return install()
+
+
 def install() -> bool:
     """Declare torchvision's ``nms``/``qnms`` schemas if its extension cannot load.
 
@@ -76,7 +141,7 @@ def install() -> bool:
     """
     global _library, _media_checked
     if not _media_checked:
-        _media_checked = True  # set first: the check may import torch, which calls us again
+        _media_checked = True  # set first: the check may import torch, which may call us again
         _hide_unloadable_media_packages()
     if _library is not None:
         return True
@@ -84,7 +149,9 @@ def install() -> bool:
     if extension is None:
         return False
 
-    import torch  # The first import runs autoload(), hence this function, itself.
+    # In a process started with child_environment(), this first import of torch runs the
+    # start-up hook's copy of this module first; then the check below finds the schemas.
+    import torch
 
     if _library is not None:
         return True
@@ -162,15 +229,101 @@ def _extension_path() -> pathlib.Path | None:
     return pathlib.Path(extension.origin)
 
 
-def autoload() -> None:
-    """Run :func:`install` from torch's ``torch.backends`` entry point group.
-
-    torch turns any exception raised here into a failed ``import torch``, so a failure
-    is reported as a warning instead.
-    """
+def _autoload() -> None:
+    """Run :func:`install` from the start-up hook; a failure is a warning, not a crash."""
     try:
         install()
     except Exception as error:
         warnings.warn(
             f"torch compatibility shim not installed: {error!r}", RuntimeWarning, stacklevel=2
         )
+
+
+class _RepairAfterTorch(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: hands torch's spec a loader that runs the repair afterwards."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "torch":
+            return None
+        # Not removed here: find_spec("torch") is also how libraries ask whether torch is
+        # installed (transformers does at import); the loader removes it once torch runs.
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None) if finder is not self else None
+            spec: importlib.machinery.ModuleSpec | None = (
+                find(fullname, path, target) if find is not None else None
+            )
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is not None:
+            spec.loader = _RepairAfterLoading(spec.loader)
+        return spec
+
+
+class _RepairAfterLoading(importlib.abc.Loader):
+    """Loads the module with the real loader, then runs the repair."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        # torch sees its real loader, as it would without us
+        module.__loader__ = self.loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self.loader
+        _remove_finder()
+        self.loader.exec_module(module)
+        _autoload()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+
+def _remove_finder() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _RepairAfterTorch)]
+
+
+def install_on_import() -> None:
+    """Run :func:`install` right after this process first imports torch.
+
+    Called by the start-up hook in :data:`SITE_DIR`, so that starting an interpreter does
+    not import torch. If torch is already imported, the repair runs now.
+    """
+    if "torch" in sys.modules:
+        _autoload()
+        return
+    if not any(isinstance(finder, _RepairAfterTorch) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _RepairAfterTorch())
+
+
+def run_next_sitecustomize(own_dir: str | os.PathLike[str]) -> ModuleType | None:
+    """Run the ``sitecustomize`` module the interpreter would have run without ``own_dir``.
+
+    The start-up hook in ``own_dir`` took the name ``sitecustomize``, which Python imports
+    once; this finds the next one on ``sys.path`` (a distribution's or the system's),
+    runs it and leaves it in ``sys.modules["sitecustomize"]``.
+
+    Args:
+        own_dir: The hook's folder, skipped in the search.
+
+    Returns:
+        The module run, or None when there is no other ``sitecustomize``.
+    """
+    own = os.path.realpath(own_dir)
+    search = [entry for entry in sys.path if os.path.realpath(entry or os.curdir) != own]
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", search)
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sitecustomize"] = module
+    spec.loader.exec_module(module)
+    return module

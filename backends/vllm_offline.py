@@ -32,7 +32,9 @@ INSTALL_HINT = (
 
 def import_vllm() -> Any:
     """Import vllm, or raise BackendUnavailableError saying which extra to install."""
-    _torch_compat.install()  # a no-op unless pip mixed torch builds (see the module)
+    # A no-op unless pip mixed torch builds; also in the processes vLLM starts from here
+    # (engine core, registry subprocess): see backends._torch_compat.
+    _torch_compat.install_in_process_tree()
     try:
         return importlib.import_module("vllm")
     except ImportError as exc:

@@ -1,10 +1,18 @@
-"""Shared test settings: nothing reaches a model hub, caches stay in a temporary folder."""
+"""Shared test settings: nothing reaches a model hub, caches stay in a temporary folder.
+
+The test process imports transformers, trl and vLLM itself in places, so it gets the torch
+repair explicitly (run after its first ``import torch``; see ``backends._torch_compat``).
+Its environment is left alone: the processes the tests start get the repair only from the
+project's own code, which is what the integration tests check.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+from backends._torch_compat import install_on_import
 
 _CACHE = Path(tempfile.mkdtemp(prefix="thinking-judge-tests-"))
 
@@ -31,3 +39,4 @@ TEST_ENV = {
     "OPENAI_API_KEY": "EMPTY",
 }
 os.environ.update(TEST_ENV)
+install_on_import()

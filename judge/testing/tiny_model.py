@@ -1,4 +1,4 @@
-"""Helpers for testing without the real model: a tiny Qwen2.5-VL built offline.
+"""A tiny Qwen2.5-VL built offline, for testing without the real model.
 
 :func:`build_tiny_model` writes a model folder with the layout, special tokens, chat
 template and processor settings of Qwen2.5-VL (the architecture of the SophiaVL-R1
@@ -26,12 +26,9 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from backends.fake import FakeBackend
-
 __all__ = [
     "QWEN2_5_VL_CHAT_TEMPLATE",
     "TINY_MODEL_VERSION",
-    "FakeBackend",
     "build_tiny_model",
 ]
 
@@ -169,15 +166,6 @@ def build_tiny_model(
     return target
 
 
-def __getattr__(name: str) -> Any:
-    # FakeBackend is re-exported lazily so that importing this module stays cheap.
-    if name == "FakeBackend":
-        from backends.fake import FakeBackend
-
-        return FakeBackend
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _is_built(folder: pathlib.Path, seed: int) -> bool:
     """Tell whether ``folder`` holds a complete model from this builder and seed."""
     try:
@@ -218,7 +206,7 @@ def _write_model_folder(folder: pathlib.Path, seed: int) -> None:
     """Write every file of the model into ``folder``, the marker file last."""
     from backends._torch_compat import install
 
-    install()  # transformers imports torchvision for Qwen2.5-VL
+    install()  # transformers imports torchvision for Qwen2.5-VL (a no-op on sound installs)
     tokenizer = _train_tokenizer()
     # every added token is in the vocabulary the tokenizer was trained with
     token_ids = cast(

@@ -1,0 +1,50 @@
+"""Helpers for testing without the real model.
+
+* :func:`build_tiny_model` (:mod:`judge.testing.tiny_model`): a tiny random-weight
+  Qwen2.5-VL built offline, that real vLLM and transformers load on a CPU;
+* :class:`FakeBackend`: a backend that answers without a model.
+
+Names are imported on first use, so ``import judge.testing`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backends.fake import FakeBackend
+    from judge.testing.tiny_model import (
+        QWEN2_5_VL_CHAT_TEMPLATE,
+        TINY_MODEL_VERSION,
+        build_tiny_model,
+    )
+
+_LAZY: dict[str, str] = {
+    "QWEN2_5_VL_CHAT_TEMPLATE": "judge.testing.tiny_model",
+    "TINY_MODEL_VERSION": "judge.testing.tiny_model",
+    "build_tiny_model": "judge.testing.tiny_model",
+    "FakeBackend": "backends.fake",
+}
+"""Public name -> the module that defines it."""
+
+__all__ = [
+    "QWEN2_5_VL_CHAT_TEMPLATE",
+    "TINY_MODEL_VERSION",
+    "FakeBackend",
+    "build_tiny_model",
+]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
