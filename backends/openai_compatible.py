@@ -7,7 +7,7 @@ stdlib's ``json``), replies read as dicts, no pydantic.
 
 Replicas. ``base_url`` may list several hosts serving the same model. Each request
 goes to the live one with the fewest requests in flight (ties: round robin; see
-:mod:`backends._endpoints`). After ``eject_after`` endpoint faults in a row
+:mod:`backends.replicas`). After ``eject_after`` endpoint faults in a row
 (connection refused or reset, timeout, 5xx) a host is ejected for ``cooldown``
 seconds, doubled on each further ejection up to ``cooldown_max``; then a health
 probe (``GET {base_url}/models``; vLLM's ``GET /health``) runs in the background,
@@ -94,7 +94,7 @@ import orjson
 from pydantic import SecretStr
 from yarl import URL
 
-from backends._endpoints import EndpointPool, PoolEvent
+from backends.replicas import EndpointPool, PoolEvent
 from backends.base import AsyncBackend, Completion, JudgeRequest, Result, TokenLogprob
 from backends.errors import (
     BackendConnectionError,

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from backends._endpoints import EndpointPool
+from backends.replicas import EndpointPool
 
 
 class FakeClock:
