@@ -32,13 +32,10 @@ from langchain_core.runnables.config import patch_config
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import NotRequired, TypedDict
 
-from judge.errors import InputError, JudgmentError
-from judge.integrations.evaluators import question_text, response_text
 from judge.core.images import traced_input
-from judge.runnable import ThinkingRewardJudge
-from judge.types import JudgeInput, ThinkingScore
-
-_IMAGE_KEYS = ("image", "images")
+from judge.core.inputs import image_fields, question_text, response_text
+from judge.errors import InputError, JudgmentError
+from judge.types import JudgeInput, JudgeRunnable, ThinkingScore
 
 
 class RerankInput(TypedDict):
@@ -48,7 +45,7 @@ class RerankInput(TypedDict):
         question: The question the candidates answer.
         responses: The candidates: strings, messages (``AIMessage``, OpenAI-style
             dicts) or generations; a message's separate reasoning is put back as
-            ``<think>…</think>`` (see :func:`judge.integrations.evaluators.response_text`).
+            ``<think>…</think>`` (see :func:`judge.core.inputs.response_text`).
         image: One image for the question, as for :class:`~judge.types.JudgeInput`.
         images: Several images.
     """
@@ -147,7 +144,7 @@ class _Plan:
         if input.get("question") is None:
             raise InputError("ThinkingRerank needs 'question': the question the responses answer")
         question = question_text(input["question"])
-        images = {k: input[k] for k in _IMAGE_KEYS if input.get(k) is not None}
+        images = image_fields(input)
         self.texts: list[str] = []
         self.scores: list[ThinkingScore | None] = []
         self.items: list[JudgeInput] = []
@@ -199,7 +196,7 @@ class ThinkingRerank(RunnableSerializable[RerankInput, list[RankedResponse]]):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    judge: ThinkingRewardJudge
+    judge: JudgeRunnable
     use_expected_score: bool = True
     top_n: int | None = Field(default=None, ge=1)
 
@@ -273,9 +270,7 @@ def _default_question(input: Any) -> str:
 
 
 def _default_images(input: Any) -> dict[str, Any]:
-    if isinstance(input, Mapping):
-        return {k: input[k] for k in _IMAGE_KEYS if input.get(k) is not None}
-    return {}
+    return image_fields(input)
 
 
 class BestOfN(RunnableSerializable[Any, Any]):
@@ -373,7 +368,7 @@ class BestOfN(RunnableSerializable[Any, Any]):
 
 def best_of_n(
     generator: Runnable[Any, Any],
-    judge: ThinkingRewardJudge,
+    judge: JudgeRunnable,
     n: int = 4,
     *,
     question: Callable[[Any], str] | None = None,

@@ -43,7 +43,8 @@ from langsmith.schemas import Example
 
 from backends import VLLMServerBackend
 from judge import ThinkingRewardJudge
-from judge.integrations.evaluators import keep_runs_local, response_text
+from judge.core.inputs import response_text
+from judge.integrations import keep_runs_local
 
 QUESTIONS = [
     "What is 17 * 24?",

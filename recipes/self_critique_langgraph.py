@@ -46,7 +46,7 @@ from typing_extensions import TypedDict
 
 from backends import VLLMServerBackend
 from judge import ThinkingRewardJudge
-from judge.integrations.evaluators import response_text
+from judge.core.inputs import response_text
 
 QUESTION = "If 3 notebooks cost $4.50, how much do 7 notebooks cost?"
 SYSTEM = (

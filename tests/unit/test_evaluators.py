@@ -10,6 +10,8 @@ import contextlib
 import inspect
 import io
 import socket
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -22,24 +24,28 @@ from langsmith.evaluation.evaluator import EvaluationResult
 from langsmith.schemas import Example, Run
 from PIL import Image
 
-import judge.integrations.evaluators as evaluators
+import judge.integrations.classic as classic
+import judge.integrations.openevals as openevals
 from backends import FakeBackend
-from backends.errors import BackendConnectionError
+from backends.errors import (
+    BackendConnectionError,
+    BackendContextLengthError,
+    BackendHTTPError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+)
 from judge import (
     EVALUATION_KEY,
     InputError,
     ScoreParseError,
     ThinkingRewardJudge,
     ThinkingRunEvaluator,
+    ThinkingScore,
 )
-from judge.integrations.evaluators import (
-    FEEDBACK_CONFIG,
-    RUBRIC,
-    prepare_judge_input,
-    question_text,
-    response_text,
-    score_comment,
-)
+from judge.core.inputs import prepare_judge_input, question_text, response_text
+from judge.errors import ConstraintError
+from judge.failures import FailureKind, failure_kind
+from judge.integrations import FEEDBACK_CONFIG, RUBRIC, score_comment
 
 QUESTION = "What is 2+2?"
 RESPONSE = "<think>2+2=4</think><answer>4</answer>"
@@ -539,7 +545,7 @@ def test_logs_feedback_inside_a_langsmith_test_case(monkeypatch):
         traced.append(name)
         yield None
 
-    monkeypatch.setattr(evaluators, "_test_case_active", lambda: True)
+    monkeypatch.setattr(openevals, "_test_case_active", lambda: True)
     monkeypatch.setattr(testing, "trace_feedback", trace_feedback)
     monkeypatch.setattr(testing, "log_feedback", lambda **kw: logged.append(kw))
     judge = ThinkingRewardJudge(backend=FakeBackend(by_response))
@@ -557,7 +563,7 @@ def test_outside_a_test_case_nothing_is_logged(monkeypatch):
     from langsmith import testing
 
     monkeypatch.setattr(testing, "log_feedback", lambda **kw: pytest.fail("logged"))
-    assert not evaluators._test_case_active()
+    assert not openevals._test_case_active()
     judge = ThinkingRewardJudge(backend=FakeBackend(["0.7"]))
     assert judge.as_evaluator()(inputs=QUESTION, outputs=RESPONSE)["score"] == 0.7
 
@@ -572,7 +578,7 @@ def test_string_evaluator():
     backend = FakeBackend(by_response)
     evaluator = ThinkingRewardJudge(backend=backend).as_string_evaluator()
     assert isinstance(evaluator, StringEvaluator)
-    assert isinstance(evaluator, evaluators.ThinkingStringEvaluator)
+    assert isinstance(evaluator, classic.ThinkingStringEvaluator)
     assert evaluator.evaluation_name == EVALUATION_KEY
     assert evaluator.requires_input
     assert not evaluator.requires_reference
@@ -603,11 +609,68 @@ async def test_string_evaluator_async():
 def test_string_evaluator_without_langchain_classic(monkeypatch):
     import sys
 
-    evaluators._string_evaluator_class.cache_clear()
+    classic._string_evaluator_class.cache_clear()
     monkeypatch.setitem(sys.modules, "langchain_classic", None)
     monkeypatch.setitem(sys.modules, "langchain_classic.evaluation.schema", None)
     try:
         with pytest.raises(ImportError, match=r"thinking-reward-judge\[langchain\]"):
             ThinkingRewardJudge(backend=FakeBackend(["0.7"])).as_string_evaluator()
     finally:
-        evaluators._string_evaluator_class.cache_clear()
+        classic._string_evaluator_class.cache_clear()
+
+
+def test_string_evaluator_wraps_any_judge_runnable():
+    pytest.importorskip("langchain_classic")
+    from langchain_core.runnables import RunnableLambda
+
+    backend = FakeBackend(by_response)
+    bound = ThinkingRewardJudge(backend=backend).with_config({"run_name": "bound"})
+    evaluator = classic.create_string_evaluator(bound)
+    assert evaluator.evaluate_strings(prediction="GOOD", input=QUESTION)["score"] == 1.0
+    with pytest.raises(ScoreParseError):
+        evaluator.evaluate_strings(prediction="rambling", input=QUESTION)
+
+    refused = ThinkingScore.failure(BackendConnectionError("connection refused", backend="x"))
+    failing = classic.create_string_evaluator(RunnableLambda(lambda _item: refused))
+    with pytest.raises(BackendConnectionError, match="connection refused"):
+        failing.evaluate_strings(prediction="GOOD", input=QUESTION)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        InputError("empty"),
+        ScoreParseError("not a score", llm_output="junk"),
+        ConstraintError("not allowed"),
+        BackendContextLengthError("too long", status=400),
+        BackendConnectionError("refused"),
+        BackendTimeoutError("slow"),
+        BackendHTTPError("bad gateway", status=502),
+        BackendUnavailableError("no vllm"),
+        RuntimeError("a bug"),
+    ],
+)
+def test_failure_error_is_of_the_failed_judgments_kind(error):
+    score = ThinkingScore.failure(error, raw="junk")
+    raised = classic.failure_error(score)
+    assert failure_kind(raised) == score.error_kind
+    assert str(raised) == score.error
+
+
+def test_failed_verdict_carries_the_failure_kind():
+    judge = ThinkingRewardJudge(backend=FakeBackend(["I think this is fine"]))
+    result = judge.as_evaluator()(inputs={"question": QUESTION}, outputs={"output": RESPONSE})
+    assert result["metadata"]["error_kind"] == FailureKind.PARSE
+    unmappable = judge.as_evaluator()(inputs={"a": "x", "b": "y"}, outputs={"output": RESPONSE})
+    assert unmappable["metadata"]["error_kind"] == FailureKind.INPUT
+
+
+def test_importing_the_faces_loads_only_what_they_use():
+    code = (
+        "import sys, judge.integrations, judge.rerank\n"
+        "from judge.integrations import create_thinking_evaluator, keep_runs_local\n"
+        "loaded = [m for m in ('langsmith.evaluation', 'langchain_classic', "
+        "'judge.integrations.langsmith', 'judge.integrations.classic') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
