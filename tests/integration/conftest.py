@@ -2,18 +2,21 @@
 
 Both serve the tiny random-weight Qwen2.5-VL that :func:`judge.testing.build_tiny_model`
 builds locally; nothing is downloaded. The server is started through the project's own
-``VLLMServerBackend.launch``, so the launcher is under test too.
+``VLLMServerBackend.launch``, so the launcher is under test too (including the torch
+repair it gives the server's processes: the test process's own environment has none).
 """
 
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from backends._torch_compat import SITE_DIR
 from backends.base import Backend
 from backends.vllm_offline import VLLMOfflineBackend
 from backends.vllm_server import VLLMServerBackend
@@ -27,6 +30,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.nodeid.split("/"):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_torch_repair() -> Iterator[None]:
+    """After each test, take the torch repair's start-up hook off this process's PYTHONPATH.
+
+    Loading vLLM in this process (the offline engine, an in-process CLI run) puts it there
+    for the processes vLLM starts; the commands the tests start later (demo, serve) must
+    get it from the project's own code, not inherit it from the test process.
+    """
+    yield
+    entries = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    kept = [entry for entry in entries if entry and entry != str(SITE_DIR)]
+    if kept:
+        os.environ["PYTHONPATH"] = os.pathsep.join(kept)
+    else:
+        os.environ.pop("PYTHONPATH", None)
 
 
 @pytest.fixture(scope="session")
