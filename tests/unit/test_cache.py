@@ -1,7 +1,14 @@
-"""The judgment cache: repeated work is free, keys follow content, many writers at once."""
+"""The judgment cache: repeated work is free, keys follow content, many writers at once.
+
+The cache is a backend wrapper (``backends.caching.CachingBackend`` over a
+``JudgmentCache`` of completions): the first part drives the judge with ``cache=`` as a
+user does; the wrapper's own contract (keys, what is stored, the async path) is tested
+on requests in ``test_cache_backend.py``.
+"""
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import multiprocessing
@@ -15,10 +22,12 @@ from langchain_core.callbacks import BaseCallbackHandler
 from PIL import Image
 
 from backends import FakeBackend
+from backends.caching import CacheWarning
 from backends.errors import BackendConnectionError
-from judge import CacheError, JudgmentCache, ThinkingRewardJudge, ThinkingScore, cli
+from judge import CacheError, JudgmentCache, ThinkingRewardJudge
 from judge.batch.runner import run_batch
-from judge.cache import CacheWarning, judgment_key
+
+cli = importlib.import_module("judge.cli.main")
 
 ITEMS = [
     {"question": f"What is {i}+{i}?", "response": f"<think>{i}+{i}={2 * i}</think>{2 * i}"}
@@ -191,16 +200,6 @@ def test_the_revision_and_namespace_are_part_of_the_key(tmp_path):
     assert requests_of(spaced, ITEMS[0]) == 1
 
 
-def test_judgment_key_is_stable_and_sensitive():
-    base = {"model": "m", "prompt_sha256": "0" * 64, "sampling": {"t": 0}, "options": {"o": 1}}
-    key = judgment_key(**base)
-    assert key == judgment_key(**{**base, "sampling": {"t": 0}})
-    assert len(key) == 64
-    assert key != judgment_key(**{**base, "revision": "r"})
-    assert key != judgment_key(**{**base, "namespace": "n"})
-    assert key != judgment_key(**{**base, "prompt_sha256": "1" * 64})
-
-
 # -------------------------------------------------------------------------- failures
 
 
@@ -214,12 +213,11 @@ def test_failures_are_never_cached(cache):
     again = judge_with(cache, backend).batch(ITEMS[:2])
     assert len(backend.requests) == 2
     assert [s.score for s in again] == [0.4, 0.4]
-    with pytest.raises(ValueError, match="either a score or an error"):
-        ThinkingScore()
-    assert cache.put("k", ThinkingScore(error="x")) is False
+    assert len(cache) == 2
+    assert cache.put("k", BackendConnectionError("down")) is False
 
 
-def test_a_failed_continuation_is_not_cached(cache):
+def test_a_failed_continuation_is_not_cached_and_is_asked_again(cache):
     def reply(request):
         if request.continue_final_message:
             return BackendConnectionError("down")
@@ -228,7 +226,13 @@ def test_a_failed_continuation_is_not_cached(cache):
     first = judge_with(cache, FakeBackend(scores=reply), expected_score=True).invoke(ITEMS[0])
     assert first.ok
     assert first.expected_score is None
-    assert len(cache) == 0
+    assert len(cache) == 1  # the answer; not the failed continuation
+    backend = FakeBackend(scores=lambda request: {1.0: 0.6, 0.0: 0.4})
+    again = judge_with(cache, backend, expected_score=True).invoke(ITEMS[0])
+    assert backend.requests  # the continuation is sent again...
+    assert all(r.continue_final_message for r in backend.requests)  # ...the answer is not
+    assert again.score == first.score
+    assert again.expected_score == pytest.approx(0.6)
 
 
 def test_raise_on_error_judges_still_cache_their_successes(cache):
@@ -302,7 +306,7 @@ def test_strict_raises_the_typed_error(tmp_path):
 def test_a_damaged_table_misses_with_a_warning(cache):
     judge_with(cache).invoke(ITEMS[0])
     with sqlite3.connect(cache.path) as connection:
-        connection.execute("DROP TABLE judgments")
+        connection.execute("DROP TABLE completions")
     backend = FakeBackend(["0.6"])
     with pytest.warns(CacheWarning):
         score = judge_with(cache, backend).invoke(ITEMS[0])
@@ -314,18 +318,21 @@ def test_a_damaged_table_misses_with_a_warning(cache):
 def test_an_unreadable_entry_is_a_miss_and_is_replaced(cache):
     judge_with(cache).invoke(ITEMS[0])
     with sqlite3.connect(cache.path) as connection:
-        connection.execute("UPDATE judgments SET value = '{\"score\": 7}'")
+        connection.execute("UPDATE completions SET value = '{\"text\": 7}'")
     backend = FakeBackend(["0.6"])
     assert judge_with(cache, backend).invoke(ITEMS[0]).metadata["cache"] == "miss"
     assert judge_with(cache, FakeBackend(["0.0"])).invoke(ITEMS[0]).score == 0.6
 
 
-def test_nothing_secret_or_base64_is_stored_beyond_the_score(cache):
+def test_nothing_secret_or_base64_is_stored_beyond_the_completion(cache):
     judge_with(cache).invoke({**ITEMS[0], "image": png()})
     with sqlite3.connect(cache.path) as connection:
-        ((value,),) = connection.execute("SELECT value FROM judgments").fetchall()
+        ((key, value),) = connection.execute("SELECT key, value FROM completions").fetchall()
     assert "base64" not in value
-    assert json.loads(value)["score"] == 0.7
+    assert len(key) == 64  # a hash: the prompt and image are not stored
+    stored = json.loads(value)
+    assert stored["text"] == "0.7"
+    assert "messages" not in stored
 
 
 # ------------------------------------------------------------------------ concurrency
