@@ -94,7 +94,7 @@ import orjson
 from pydantic import SecretStr
 from yarl import URL
 
-from backends.replicas import EndpointPool, PoolEvent
+from backends.replica_pool import EndpointPool, PoolEvent
 from backends.base import AsyncBackend, Completion, JudgeRequest, Result, TokenLogprob
 from backends.errors import (
     BackendConnectionError,

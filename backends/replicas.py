@@ -1,328 +1,273 @@
-"""Which replica a request goes to: least outstanding requests, ejection, re-admission.
+"""Replicas: an :class:`~backends.replica_pool.EndpointPool` driven from async code.
 
-:class:`EndpointPool` is the bookkeeping behind an HTTP backend with several base URLs.
-It does no I/O and never sleeps; the backend asks it where to send a request, tells it
-how the request went, and runs the health probes it asks for. Its clock is injected,
-so every rule below is testable without a network or real time.
+An HTTP backend with several base URLs sends each attempt to the host
+:meth:`Replicas.acquire` picks (the live one with the fewest requests in flight; see
+:mod:`backends.replica_pool` for the rules of choosing, ejecting and re-admitting),
+waiting while every host is ejected, and reports how the attempt went with
+:meth:`Replicas.release`. Health probes of ejected hosts run in the background on
+whichever loop first finds a cool-down over, as ``GET`` requests through the
+:mod:`backends.transport`; a probe answered below 500 re-admits its host. Requests
+never wait for a probe while another host is live. Waiting requests are woken on
+their own loops whenever the pool changes. Ejections and re-admissions are logged
+(the hosts shown without credentials).
 
-Choosing. :meth:`EndpointPool.acquire` returns the live endpoint with the fewest
-requests in flight; ties go round robin. Endpoints a request has already tried are
-passed as ``avoid``: they are chosen only when no other endpoint is live, so a retry
-fails over to another replica whenever there is one.
-
-Ejecting. An attempt that ends in an endpoint fault (the backend decides which:
-connection refused or reset, timeout, HTTP 5xx) counts against its endpoint; after
-``eject_after`` such faults in a row, with no success in between, the endpoint is
-ejected for a cool-down: ``cooldown`` seconds the first time, doubled on each further
-ejection, at most ``cooldown_max``. A successful request resets both counts. The only
-endpoint of a pool is never ejected: with nowhere else to go, retries and backoff do
-the work.
-
-Re-admitting. Once its cool-down is over an ejected endpoint is *due*:
-:meth:`EndpointPool.due_probes` hands it out for one health probe at a time. A healthy
-probe re-admits it; a failed one ejects it again, for a longer cool-down. A probe not
-reported within ``probe_stale_after`` seconds (its event loop stopped, say) is given
-up and the endpoint is due again.
-
-Waiting. When no endpoint is live :meth:`~EndpointPool.acquire` returns None;
-:meth:`~EndpointPool.seconds_until_due` says when the next probe is due and
-:attr:`~EndpointPool.version` changes whenever an endpoint is ejected or re-admitted or
-a probe starts or ends, so a waiter can tell whether to look again.
-
-The pool is thread-safe (a backend may be used from several event loops at once);
-every method is a few operations under one lock.
+Public API: :class:`Replicas` (``acquire``, ``release``, ``fails_over``,
+``out_of_time``, ``clock``, ``pool``, ``aclose_on_current_loop``),
+:func:`is_endpoint_fault`, and the pool's :class:`EndpointPool`,
+:class:`EndpointState`, :class:`PoolEvent` (re-exported).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import math
 import threading
-import time
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import TYPE_CHECKING
 
-EventKind = Literal["ejected", "re-ejected", "readmitted"]
+from yarl import URL
 
+from backends.base import Completion
+from backends.errors import (
+    BackendConnectionError,
+    BackendError,
+    BackendHTTPError,
+    BackendTimeoutError,
+)
+from backends.openai_wire import display_url
+from backends.replica_pool import EndpointPool, EndpointState, PoolEvent
+from backends.retries import seconds
 
-@dataclass(frozen=True, slots=True)
-class PoolEvent:
-    """A change in an endpoint's state, for the backend to log.
+if TYPE_CHECKING:
+    from backends.retries import Tries
 
-    Attributes:
-        index: The endpoint.
-        kind: ``"ejected"`` after failed requests, ``"re-ejected"`` after a failed
-            probe, ``"readmitted"`` after a healthy one.
-        cooldown: Seconds until the next probe (0 when re-admitted).
-        failures: Consecutive failed requests that led to an ejection.
-        live: How many endpoints are live after the change.
-    """
-
-    index: int
-    kind: EventKind
-    cooldown: float
-    failures: int
-    live: int
+logger = logging.getLogger(__name__)
 
 
-class _Endpoint:
-    __slots__ = (
-        "ejected_until",
-        "ejections",
-        "failures",
-        "in_flight",
-        "last_error",
-        "probing_since",
-    )
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.failures = 0  # consecutive endpoint faults since the last success
-        self.ejections = 0  # ejections since the last successful request
-        self.ejected_until: float | None = None  # None: live
-        self.probing_since: float | None = None
-        self.last_error = ""
+def is_endpoint_fault(error: BackendError) -> bool:
+    """Whether ``error`` speaks against the host (connection, timeout, 5xx)."""
+    if isinstance(error, (BackendConnectionError, BackendTimeoutError)):
+        return True
+    return isinstance(error, BackendHTTPError) and error.status >= 500
 
 
-@dataclass(frozen=True, slots=True)
-class EndpointState:
-    """A snapshot of one endpoint, for diagnostics and tests.
-
-    Attributes:
-        live: Whether requests may go to it.
-        in_flight: Requests sent to it and not yet finished.
-        failures: Endpoint faults in a row since its last success.
-        ejected_for: Seconds left of its cool-down (0 when live or due for a probe).
-        probing: Whether a health probe is running.
-        last_error: The last endpoint fault reported for it ("" if none).
-    """
-
-    live: bool
-    in_flight: int
-    failures: int
-    ejected_for: float
-    probing: bool
-    last_error: str
-
-
-class EndpointPool:
-    """Least-outstanding-requests choice over replicas, with ejection and probing.
+class Replicas:
+    """An :class:`EndpointPool` driven from async code, on any number of event loops.
 
     Args:
-        size: How many endpoints (indices ``0 .. size - 1``).
-        eject_after: Endpoint faults in a row that eject an endpoint.
-        cooldown: Seconds of the first ejection; each further one doubles it.
-        cooldown_max: The longest cool-down.
-        probe_stale_after: Seconds after which an unreported probe is given up.
-        clock: Monotonic seconds (injected for tests).
-
-    Raises:
-        ValueError: For a size below 1, ``eject_after`` below 1 or negative times.
+        shown: Each endpoint's base URL as messages show it (no credentials).
+        get: The transport's GET, ``(url, timeout=) -> (status, body)``, raising a
+            :class:`~backends.errors.BackendError` for a network fault.
+        probe_url: The URL a health probe of endpoint ``i`` GETs.
+        probe_timeout: Seconds a probe may take.
+        eject_after: See :class:`EndpointPool`.
+        cooldown: See :class:`EndpointPool`.
+        cooldown_max: See :class:`EndpointPool`.
     """
 
     def __init__(
         self,
-        size: int,
+        shown: Sequence[str],
         *,
+        get: Callable[..., Awaitable[tuple[int, bytes]]],
+        probe_url: Callable[[int], URL],
+        probe_timeout: float = 5.0,
         eject_after: int = 2,
         cooldown: float = 1.0,
         cooldown_max: float = 30.0,
-        probe_stale_after: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if size < 1:
-            raise ValueError("an endpoint pool needs at least one endpoint")
-        if eject_after < 1:
-            raise ValueError("eject_after must be at least 1")
-        if cooldown < 0 or cooldown_max < cooldown or probe_stale_after <= 0:
-            raise ValueError("need 0 <= cooldown <= cooldown_max and probe_stale_after > 0")
-        self.size = size
-        self.eject_after = eject_after
-        self.cooldown = float(cooldown)
-        self.cooldown_max = float(cooldown_max)
-        self.probe_stale_after = float(probe_stale_after)
-        self.clock = clock
-        self.version = 0
-        """Changes whenever an endpoint is ejected, re-admitted, or a probe starts or ends."""
-        self._endpoints = [_Endpoint() for _ in range(size)]
-        self._ejected = 0
-        self._cursor = 0
-        self._lock = threading.Lock()
+        self.shown = tuple(shown)
+        self.pool = EndpointPool(
+            len(shown),
+            eject_after=eject_after,
+            cooldown=cooldown,
+            cooldown_max=cooldown_max,
+            probe_stale_after=2 * probe_timeout,
+        )
+        self.probe_timeout = probe_timeout
+        self._get = get
+        self._probe_url = probe_url
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        self._waiters_lock = threading.Lock()
+        self._probes: dict[asyncio.AbstractEventLoop, set[asyncio.Task[None]]] = {}
 
-    # ----------------------------------------------------------------- choosing
+    def clock(self) -> float:
+        """The pool's clock (a request's deadline runs on it)."""
+        return self.pool.clock()
 
-    def acquire(self, avoid: Collection[int] = ()) -> int | None:
-        """Take the live endpoint with the fewest requests in flight; None if none is live.
+    def fails_over(self, error: BackendError, tries: Tries) -> bool:
+        """Whether a retry after ``error`` fails over, for free, to a host not yet tried."""
+        return is_endpoint_fault(error) and self.pool.has_live(exclude=tries.tried)
 
-        Ties go round robin. Endpoints in ``avoid`` are taken only when no other is
-        live. The caller must :meth:`release` what it acquires.
+    async def acquire(self, tried: Collection[int], deadline: float) -> int | None:
+        """A host for the next attempt; waits while every one is ejected.
+
+        Returns None once ``deadline`` (on :meth:`clock`) has passed.
         """
-        with self._lock:
-            size, endpoints = self.size, self._endpoints
-            start = self._cursor
-            self._cursor = (start + 1) % size
-            best = fallback = -1
-            for step in range(size):
-                index = (start + step) % size
-                endpoint = endpoints[index]
-                if endpoint.ejected_until is not None:
-                    continue
-                if index in avoid:
-                    if fallback < 0 or endpoint.in_flight < endpoints[fallback].in_flight:
-                        fallback = index
-                elif best < 0 or endpoint.in_flight < endpoints[best].in_flight:
-                    best = index
-            chosen = best if best >= 0 else fallback
-            if chosen < 0:
+        pool = self.pool
+        waiting = False
+        while True:
+            self._start_probes()
+            version = pool.version
+            left = deadline - pool.clock()
+            if left <= 0:
                 return None
-            endpoints[chosen].in_flight += 1
-            return chosen
+            endpoint = pool.acquire(tried)
+            if endpoint is not None:
+                return endpoint
+            if not waiting:
+                waiting = True
+                logger.debug(
+                    "every host is ejected; waiting up to %s s for one to return", seconds(left)
+                )
+            due = pool.seconds_until_due()
+            await self._wait(version, left if due is None else max(min(left, due), 1e-3))
 
-    def has_live(self, exclude: Collection[int] = ()) -> bool:
-        """Whether an endpoint outside ``exclude`` is live."""
-        with self._lock:
-            return any(
-                e.ejected_until is None and i not in exclude for i, e in enumerate(self._endpoints)
+    def release(self, endpoint: int, result: Completion | BackendError | None) -> None:
+        """Tell the pool how an attempt on ``endpoint`` went (None: cancelled)."""
+        if result is None or isinstance(result, Completion):
+            ok: bool | None = None if result is None else True
+        elif is_endpoint_fault(result):
+            ok = False
+        else:  # a 4xx shows the host serves; an unusable body says little
+            ok = True if isinstance(result, BackendHTTPError) else None
+        event = self.pool.release(endpoint, ok, str(result) if ok is False else "")
+        if event is not None:
+            self._log(event)
+            self._notify()
+
+    def out_of_time(self, error: BackendError | None, deadline: str, backend: str) -> BackendError:
+        """The error for a request whose deadline passed before it could be sent again."""
+        if self.pool.live_count == 0:
+            why = f"no host came back within the {deadline} s deadline"
+        else:
+            why = f"the {deadline} s deadline passed"
+        if error is not None:
+            error.args = (f"{error.args[0] if error.args else error}; gave up: {why}",)
+            return error
+        faults = "; ".join(
+            f"{self.shown[index]}: {fault}" for index, fault in self.pool.last_errors()[:3] if fault
+        )
+        return BackendConnectionError(
+            f"never sent: every host is ejected after failing ({faults or 'no detail'}); {why}",
+            backend=backend,
+            attempts=0,
+        )
+
+    async def aclose_on_current_loop(self) -> None:
+        """Cancel the running loop's probes."""
+        probes = self._probes.pop(asyncio.get_running_loop(), set())
+        for task in probes:
+            task.cancel()
+        if probes:
+            await asyncio.gather(*probes, return_exceptions=True)
+
+    # ------------------------------------------------------------------ internals
+
+    async def _wait(self, version: int, timeout: float) -> None:
+        """Wait until the pool's version moves on from ``version``, at most ``timeout`` s."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        waiter = (loop, future)
+        with self._waiters_lock:
+            if self.pool.version != version:
+                return
+            self._waiters.add(waiter)
+        try:
+            if math.isinf(timeout):
+                await future
+            else:
+                await asyncio.wait_for(future, timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            pass
+        finally:
+            with self._waiters_lock:
+                self._waiters.discard(waiter)
+
+    def _notify(self) -> None:
+        """Wake every request waiting for the pool to change, on whatever loop."""
+        with self._waiters_lock:
+            waiters = list(self._waiters)
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # its loop is closed
+                loop.call_soon_threadsafe(_wake, future)
+
+    def _start_probes(self) -> None:
+        """Start a background health probe for each host whose cool-down is over."""
+        due = self.pool.due_probes()
+        if not due:
+            return
+        self._notify()  # the pool changed: waiters re-read it
+        loop = asyncio.get_running_loop()
+        tasks = self._probes.setdefault(loop, set())
+
+        def forget(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            if not tasks and self._probes.get(loop) is tasks:
+                del self._probes[loop]  # hold no closed loop
+
+        for endpoint in due:
+            task = loop.create_task(self._probe(endpoint))
+            tasks.add(task)
+            task.add_done_callback(forget)
+
+    async def _probe(self, endpoint: int) -> None:
+        """GET the host's health URL and tell the pool whether it answered below 500."""
+        url = self._probe_url(endpoint)
+        shown = display_url(url)
+        healthy: bool | None = None
+        why = ""
+        try:
+            status, _ = await self._get(url, timeout=self.probe_timeout)
+            healthy = status < 500
+            why = f"health probe {shown}: HTTP {status}"
+        except BackendError as exc:
+            healthy = False
+            why = f"health probe: {exc}"
+        except Exception as exc:  # e.g. the session closed under it: probe again later
+            logger.debug("health probe of %s abandoned: %s", shown, type(exc).__name__)
+        finally:
+            event = self.pool.probe_done(endpoint, healthy, why)
+            if event is not None:
+                self._log(event)
+            self._notify()
+
+    def _log(self, event: PoolEvent) -> None:
+        shown, size = self.shown[event.index], self.pool.size
+        if event.kind == "readmitted":
+            logger.info(
+                "%s re-admitted after a healthy probe (%d of %d hosts live)",
+                shown,
+                event.live,
+                size,
             )
-
-    # ----------------------------------------------------------------- outcomes
-
-    def release(self, index: int, ok: bool | None, error: str = "") -> PoolEvent | None:
-        """Report how a request acquired on ``index`` ended.
-
-        Args:
-            index: The endpoint.
-            ok: True for a reply that shows the endpoint serves (a completion, a 4xx),
-                False for an endpoint fault, None when it says nothing either way
-                (an unusable body, a cancelled request).
-            error: A safe description of the fault, kept for diagnostics.
-
-        Returns:
-            The ejection this fault caused, if it caused one.
-        """
-        with self._lock:
-            endpoint = self._endpoints[index]
-            endpoint.in_flight -= 1
-            if endpoint.ejected_until is not None or ok is None:
-                return None  # faults of requests already in flight when it was ejected
-            if ok:
-                endpoint.failures = endpoint.ejections = 0
-                return None
-            endpoint.failures += 1
-            endpoint.last_error = error
-            if endpoint.failures < self.eject_after or self.size == 1:
-                return None
-            return self._eject(index, endpoint, "ejected")
-
-    # ----------------------------------------------------------------- probing
-
-    def due_probes(self) -> list[int]:
-        """Ejected endpoints whose cool-down is over, now marked as being probed.
-
-        The caller must report each probe with :meth:`probe_done`.
-        """
-        if not self._ejected:  # the common case: no lock needed to know nothing is due
-            return []
-        with self._lock:
-            now = self.clock()
-            due: list[int] = []
-            for index, endpoint in enumerate(self._endpoints):
-                if endpoint.ejected_until is None or endpoint.ejected_until > now:
-                    continue
-                since = endpoint.probing_since
-                if since is None or now - since >= self.probe_stale_after:
-                    endpoint.probing_since = now
-                    due.append(index)
-            if due:
-                self.version += 1
-            return due
-
-    def probe_done(self, index: int, healthy: bool | None, error: str = "") -> PoolEvent | None:
-        """Report a health probe :meth:`due_probes` handed out.
-
-        Args:
-            index: The endpoint.
-            healthy: True re-admits it, False ejects it again for a longer cool-down,
-                None (the probe was cancelled) leaves it due for another probe.
-            error: A safe description of a failed probe.
-
-        Returns:
-            The re-admission or re-ejection, or None when nothing changed.
-        """
-        with self._lock:
-            endpoint = self._endpoints[index]
-            endpoint.probing_since = None
-            self.version += 1
-            if endpoint.ejected_until is None or healthy is None:
-                return None
-            if not healthy:
-                endpoint.last_error = error or endpoint.last_error
-                return self._eject(index, endpoint, "re-ejected")
-            endpoint.ejected_until = None
-            endpoint.failures = 0
-            self._ejected -= 1
-            return PoolEvent(index, "readmitted", 0.0, 0, self.size - self._ejected)
-
-    def seconds_until_due(self) -> float | None:
-        """Seconds until an ejected endpoint is due for a probe (0 if one is now).
-
-        None when none will become due by time alone: every endpoint is live, or every
-        ejected one is being probed (its result changes :attr:`version`).
-        """
-        if not self._ejected:
-            return None
-        with self._lock:
-            now = self.clock()
-            waits = []
-            for endpoint in self._endpoints:
-                if endpoint.ejected_until is None:
-                    continue
-                if endpoint.probing_since is None:
-                    waits.append(endpoint.ejected_until - now)
-                else:
-                    waits.append(endpoint.probing_since + self.probe_stale_after - now)
-            return max(0.0, min(waits)) if waits else None
-
-    # ----------------------------------------------------------------- diagnostics
-
-    def state(self, index: int) -> EndpointState:
-        """A snapshot of endpoint ``index``."""
-        with self._lock:
-            endpoint = self._endpoints[index]
-            until = endpoint.ejected_until
-            return EndpointState(
-                live=until is None,
-                in_flight=endpoint.in_flight,
-                failures=endpoint.failures,
-                ejected_for=0.0 if until is None else max(0.0, until - self.clock()),
-                probing=endpoint.probing_since is not None,
-                last_error=endpoint.last_error,
+            return
+        last = self.pool.state(event.index).last_error
+        if event.kind == "ejected":
+            logger.warning(
+                "%s ejected for %.3g s after %d failures in a row (%d of %d hosts live): %s",
+                shown,
+                event.cooldown,
+                event.failures,
+                event.live,
+                size,
+                last,
             )
-
-    def last_errors(self) -> list[tuple[int, str]]:
-        """``(index, last fault)`` of every ejected endpoint."""
-        with self._lock:
-            return [
-                (index, endpoint.last_error)
-                for index, endpoint in enumerate(self._endpoints)
-                if endpoint.ejected_until is not None
-            ]
-
-    @property
-    def live_count(self) -> int:
-        """How many endpoints are live."""
-        return self.size - self._ejected
-
-    # ----------------------------------------------------------------- internals
-
-    def _eject(self, index: int, endpoint: _Endpoint, kind: EventKind) -> PoolEvent:
-        """Eject ``endpoint`` (lock held) for its next cool-down."""
-        if endpoint.ejected_until is None:
-            self._ejected += 1
-        endpoint.ejections += 1
-        cooldown = min(self.cooldown_max, self.cooldown * 2.0 ** min(endpoint.ejections - 1, 62))
-        endpoint.ejected_until = self.clock() + cooldown
-        self.version += 1
-        return PoolEvent(index, kind, cooldown, endpoint.failures, self.size - self._ejected)
+        else:
+            logger.info("%s still down; next probe in %.3g s: %s", shown, event.cooldown, last)
 
 
-__all__ = ["EndpointPool", "EndpointState", "PoolEvent"]
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+__all__ = [
+    "EndpointPool",
+    "EndpointState",
+    "PoolEvent",
+    "Replicas",
+    "is_endpoint_fault",
+]

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from backends.replicas import EndpointPool
+from backends.replica_pool import EndpointPool
 
 
 class FakeClock:
