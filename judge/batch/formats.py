@@ -14,7 +14,9 @@ in memory at a time, whatever the file's length.
 
 A record that cannot be judged (not JSON, not an object, ``question`` or ``response``
 missing or not a string, a bad ``id``, both ``image`` and ``images``) is read as an
-:class:`InputRecord` with ``error`` set, never an exception.
+:class:`InputRecord` with ``error`` set, never an exception. This module reads rows and
+their ids; turning a row into a judge input (image paths resolved against the input's
+folder) is :func:`judge.core.inputs.record_input`, the one input extractor.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import Any, BinaryIO, Literal, TextIO, overload
 import orjson
 
 from backends.errors import ThinkingJudgeError
+from judge.core.inputs import record_input
+from judge.errors import InputError
 from judge.types import JudgeInput
 
 InputFormat = Literal["jsonl", "csv", "parquet"]
@@ -45,7 +49,6 @@ EXTENSIONS: dict[str, InputFormat] = {
 }
 """File extension -> input format."""
 
-_URL_PREFIXES = ("http://", "https://", "data:")
 _PARQUET_BATCH_ROWS = 256  # Parquet rows decoded at a time
 
 
@@ -223,7 +226,7 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _record(index: int, row: Any, base: Path) -> InputRecord:
-    """Check one parsed row and turn it into a judge input."""
+    """Check one parsed row's id and turn the row into a judge input (judge.core.inputs)."""
     if isinstance(row, _Unreadable):
         return InputRecord(index, index, error=row.message)
     if not isinstance(row, Mapping):
@@ -236,39 +239,15 @@ def _record(index: int, row: Any, base: Path) -> InputRecord:
         return InputRecord(
             index, index, error=f"record {index}: 'id' must be a string or an integer, got {rid!r}"
         )
-    for key in ("question", "response"):
-        value = row.get(key)
-        if not isinstance(value, str):
-            got = "nothing" if value is None else type(value).__name__
-            return InputRecord(
-                index, rid, error=f"record {index}: {key!r} must be a string, got {got}"
-            )
-    item: JudgeInput = {"question": row["question"], "response": row["response"]}
-    image, images = row.get("image"), row.get("images")
-    if image is not None and images is not None:
-        return InputRecord(index, rid, error=f"record {index}: give 'image' or 'images', not both")
-    if image is not None:
-        item["image"] = _image(image, base)
-    elif images is not None:
-        if isinstance(images, _Unreadable):
-            return InputRecord(index, rid, error=f"record {index}: {images.message}")
-        if not isinstance(images, list):
-            return InputRecord(
-                index,
-                rid,
-                error=f"record {index}: 'images' must be a list, got {type(images).__name__}",
-            )
-        item["images"] = [_image(one, base) for one in images]
+    images = row.get("images")
+    unreadable = images if isinstance(images, _Unreadable) else None
+    try:  # an unreadable CSV 'images' cell is reported after the row's other faults
+        item = record_input(row if unreadable is None else {**row, "images": []}, base)
+    except InputError as exc:
+        return InputRecord(index, rid, error=f"record {index}: {exc}")
+    if unreadable is not None:
+        return InputRecord(index, rid, error=f"record {index}: {unreadable.message}")
     return InputRecord(index, rid, item=item)
-
-
-def _image(value: Any, base: Path) -> Any:
-    """Resolve a relative image path against the input's folder; URLs pass unchanged."""
-    if isinstance(value, Mapping) and ("bytes" in value or "path" in value):
-        value = value.get("bytes") if value.get("bytes") is not None else value.get("path")
-    if isinstance(value, str) and not value.lower().startswith(_URL_PREFIXES):
-        return os.fspath(base / value)  # an absolute value stays as it is
-    return value
 
 
 __all__ = [
