@@ -5,7 +5,8 @@ process to :class:`ServerProcess`, which
 
 * starts ``python -m vllm.entrypoints.openai.api_server ...`` in a new process group
   (``start_new_session``), stdout and stderr appended to a log file, the API key in the
-  environment and never on the command line;
+  environment and never on the command line, and the repair for vLLM's CPU build in
+  that environment too (:func:`server_environment`; see :mod:`backends._torch_compat`);
 * waits until the server answers ``GET /health`` (through the backend's own
   :meth:`health`), failing fast with the end of the log when the process exits, or when
   it is not healthy in time;
@@ -33,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from backends._torch_compat import child_environment
 from backends.errors import BackendUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -176,19 +178,14 @@ def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
         process.wait(grace)
 
 
-def child_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a server this project starts.
+def server_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The whole environment of a server this project starts.
 
-    This process's environment, then the additions a process this project starts needs
-    on vLLM's CPU build (:func:`backends._torch_compat.child_environment`, when there is
-    one), then ``env``.
+    This process's environment updated with ``env``, given the repair for vLLM's CPU
+    build (:func:`backends._torch_compat.child_environment`: its start-up hook at the
+    head of ``PYTHONPATH``, inherited by the server's own children).
     """
-    from backends import _torch_compat
-
-    additions: Callable[[], Mapping[str, str]] | None = getattr(
-        _torch_compat, "child_environment", None
-    )
-    return {**os.environ, **(additions() if additions is not None else {}), **(env or {})}
+    return child_environment({**os.environ, **(env or {})})
 
 
 class ServerProcess:
@@ -238,7 +235,7 @@ class ServerProcess:
 
         Args:
             command: The command line (see :func:`server_command`).
-            env: The whole environment of the process (see :func:`child_environment`).
+            env: The whole environment of the process (see :func:`server_environment`).
             log_file: The log; a new temporary file when None (kept afterwards).
             grace: As for the constructor.
             owner: As for the constructor.
@@ -316,10 +313,10 @@ class ServerProcess:
 __all__ = [
     "ServerProcess",
     "api_root",
-    "child_environment",
     "free_port",
     "log_tail",
     "server_command",
+    "server_environment",
     "server_flags",
     "stop_process",
 ]

@@ -64,9 +64,9 @@ from backends.openai_compatible import (
 from backends.vllm_launch import (
     ServerProcess,
     api_root,
-    child_environment,
     free_port,
     server_command,
+    server_environment,
     server_flags,
 )
 
@@ -403,7 +403,7 @@ class VLLMServerBackend(OpenAICompatibleBackend):
         port = free_port(host) if port is None else port
         backend = cls(api_root(host, port), served_model_name, **(backend_kwargs or {}))
         key = backend._api_key.get_secret_value() if backend._api_key is not None else None
-        child_env = child_environment(env)
+        child_env = server_environment(env)
         if key is not None:
             child_env.setdefault("VLLM_API_KEY", key)
         command = server_command(

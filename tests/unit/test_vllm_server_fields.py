@@ -114,3 +114,62 @@ def test_continuation_fields_are_sent_only_for_a_continuation():
     assert "continue_final_message" not in generic.request_body(request())
     assert VLLMServerBackend().supports_continuation
     generic.close()
+
+
+def test_a_launched_server_gets_the_torch_repair_and_the_callers_environment(monkeypatch):
+    import os
+
+    from backends._torch_compat import SITE_DIR
+    from backends.vllm_launch import server_environment
+
+    monkeypatch.setenv("THINKING_JUDGE_TEST_MARK", "inherited")
+    env = server_environment({"PYTHONPATH": "/somewhere", "EXTRA": "1"})
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(SITE_DIR), "/somewhere"]
+    assert env["EXTRA"] == "1"
+    assert env["THINKING_JUDGE_TEST_MARK"] == "inherited"
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8000/v1"),
+        ("0.0.0.0", "http://127.0.0.1:8000/v1"),
+        ("", "http://127.0.0.1:8000/v1"),
+        ("::", "http://[::1]:8000/v1"),
+        ("example.org", "http://example.org:8000/v1"),
+    ],
+)
+def test_a_launched_server_is_reached_on_loopback_when_it_serves_everywhere(host, url):
+    from backends.vllm_launch import api_root
+
+    assert api_root(host, 8000) == url
+
+
+def test_the_server_command_puts_the_callers_arguments_after_the_names():
+    from backends.vllm_launch import server_command
+
+    assert server_command(
+        "py",
+        "vllm.entrypoints.openai.api_server",
+        model="m",
+        host="h",
+        port=1,
+        served_model_name="n",
+        server_args=["--dtype", "bfloat16"],
+        options={"enforce_eager": True},
+    ) == [
+        "py",
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--host",
+        "h",
+        "--port",
+        "1",
+        "--model",
+        "m",
+        "--served-model-name",
+        "n",
+        "--dtype",
+        "bfloat16",
+        "--enforce-eager",
+    ]
