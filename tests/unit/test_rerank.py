@@ -144,6 +144,15 @@ def test_judge_that_raises_on_error_keeps_the_batch():
     assert ranked[2].score.error_type == "ScoreParseError"
 
 
+def test_rerank_and_best_of_n_take_any_judge_runnable():
+    backend = CountingBackend(scored_by_text({"a": 0.3, "b": 0.9}))
+    bound = ThinkingRewardJudge(backend=backend).with_config({"run_name": "bound-judge"})
+    ranked = ThinkingRerank(judge=bound).invoke({"question": QUESTION, "responses": ["a", "b"]})
+    assert [r.response for r in ranked] == ["b", "a"]
+    assert backend.calls == 1  # still one batched call through the binding
+    assert best_of_n(sampler(["a", "b"]), bound, n=2).invoke(QUESTION).content == "b"
+
+
 def distribution_by_text(table):
     def reply(request):
         text = user_text(request).split("Reasoning process: ", 1)[1].strip()
