@@ -2,11 +2,13 @@
 
 Measured side by side, in one run, on the same inputs (a question, a response and, with
 ``--image``, a small PNG), with ``FakeBackend`` as the model (it answers at once, so a
-miss costs only the judge's own work: render, hash, parse, score, store):
+miss costs only the judge's own work: render, hash, look up, parse, score, store):
 
 (a) no cache: ``judge.batch(chunk)`` on a judge without a cache, the floor of a miss;
-(b) misses: the same on a judge with a fresh, empty cache (lookup, judgment, store);
-(c) hits: the same inputs again, every one answered from the cache file.
+(b) misses: the same on a judge with a fresh, empty cache (key, lookup, model call,
+    store of the completion, judgment);
+(c) hits: the same inputs again, every completion answered from the cache file
+    (``backends.caching.CachingBackend``), then parsed and scored as usual.
 
 Each is run ``--repeat`` times, interleaved, keeping the median. Against a real model a
 miss costs a model call (tens of milliseconds to seconds), so (c) over a real miss is
