@@ -170,7 +170,7 @@ def test_failures_are_none_never_zero_and_logged(caplog):
     backend = CountingFake(["0.3", BackendError("server down"), "not a score", "1.0"])
     reward = ThinkingRewardJudge(backend=backend).as_reward_func(name="tr")
     metrics = Metrics()
-    with caplog.at_level(logging.WARNING, logger="judge.rl.rewards"):
+    with caplog.at_level(logging.WARNING, logger="judge.rl.base"):
         rewards = call_as_trl(reward, ["q"] * 4, ["a", "b", "c", "d"], metrics=metrics)
     assert rewards == [pytest.approx(0.3), None, None, pytest.approx(1.0)]
     assert metrics.logged["tr/failures"] == [2.0]
