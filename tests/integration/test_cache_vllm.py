@@ -1,4 +1,6 @@
-"""The judgment cache against the real vLLM server: re-scoring makes no request to it."""
+"""The judgment cache against the real vLLM server: re-scoring makes no request to it,
+not even the expected score's continuations.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +53,36 @@ async def test_the_async_path_hits_too(vllm_server, make_png, tmp_path):
     second = await judge.abatch(items)
     assert served_requests(vllm_server) == settled
     assert [s.metadata["cache"] for s in second] == ["hit", "hit"]
+
+
+async def test_the_expected_score_and_its_continuations_are_cached(vllm_server, tmp_path):
+    items = [
+        {"question": f"Cached question {i}?", "response": f"<think>step {i}</think>{i}"}
+        for i in range(6)
+    ]
+    path = tmp_path / "expected.sqlite"
+    judge = ThinkingRewardJudge(
+        backend=vllm_server, constrained=True, expected_score=True, cache=path
+    )
+    before = served_requests(vllm_server)
+    first = await judge.abatch(items)
+    assert all(s.ok for s in first), [s.error for s in first]
+    sent = len(items) + sum(
+        len(s.metadata["expected_score"].get("continuations", [])) for s in first
+    )
+    settled = wait_for_requests(vllm_server, before + sent)
+    assert settled == before + sent
+    assert len(JudgmentCache(path)) == sent  # every answer and every continuation
+
+    again = ThinkingRewardJudge(
+        backend=vllm_server, constrained=True, expected_score=True, cache=path
+    ).batch(items)
+    assert served_requests(vllm_server) == settled  # continuations were not sent again
+    assert [s.metadata["cache"] for s in again] == ["hit"] * len(items)
+    assert [s.expected_score for s in again] == [s.expected_score for s in first]
+    assert [s.metadata["expected_score"] for s in again] == [
+        s.metadata["expected_score"] for s in first
+    ]
 
 
 def test_cli_batch_with_cache_shows_hits_and_sends_nothing(vllm_server, tmp_path, capsys):
