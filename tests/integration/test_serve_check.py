@@ -18,16 +18,17 @@ from pathlib import Path
 import pytest
 
 from backends.vllm_server import VLLMServerBackend
-from judge.cli import main as cli
+from judge.cli.main import main
+from judge.failures import ExitStatus
 
 LIMIT_MM = {"image": 2, "video": 0}  # as the session server (conftest.py)
 
 
 def test_check_passes_on_the_real_server(vllm_server: VLLMServerBackend, capsys):
     # The tiny model has random weights: only a constrained answer is a score.
-    status = cli.main(["check", "--base-url", str(vllm_server.base_url), "--constrained"])
+    status = main(["check", "--base-url", str(vllm_server.base_url), "--constrained"])
     out = capsys.readouterr().out
-    assert status == cli.EXIT_OK, out
+    assert status == ExitStatus.OK, out
     assert "ok    reachable" in out
     assert "(vLLM 0.32" in out
     assert "ok    model: serves 'thinking-reward-model'" in out
@@ -38,23 +39,23 @@ def test_check_on_the_real_server_reports_each_fault(vllm_server: VLLMServerBack
     url = str(vllm_server.base_url)
     root = url.removesuffix("/v1")
 
-    assert cli.main(["check", "--base-url", url, "--model", "nope", "--constrained"]) == 3
+    assert main(["check", "--base-url", url, "--model", "nope", "--constrained"]) == 3
     out = capsys.readouterr().out
     assert "FAIL  model: the server serves 'thinking-reward-model', not 'nope'" in out
 
-    assert cli.main(["check", "--base-url", root, "--constrained"]) == cli.EXIT_USAGE
+    assert main(["check", "--base-url", root, "--constrained"]) == ExitStatus.USAGE
     out = capsys.readouterr().out
     assert f"fix: the base URL ends in /v1: --base-url {url}" in out
     assert "ok    judgment" in out
 
-    assert cli.main(["check", "--base-url", f"{url}/chat/completions", "--constrained"]) == 2
+    assert main(["check", "--base-url", f"{url}/chat/completions", "--constrained"]) == 2
     assert "names the /chat/completions endpoint" in capsys.readouterr().out
 
     # Unconstrained, the random-weight model answers junk: a failed judgment, never a score.
-    status = cli.main(["check", "--base-url", url])
+    status = main(["check", "--base-url", url])
     out = capsys.readouterr().out
-    if status != cli.EXIT_OK:  # the junk may, rarely, be a grid string
-        assert status == cli.EXIT_FAILED
+    if status != ExitStatus.OK:  # the junk may, rarely, be a grid string
+        assert status == ExitStatus.FAILED
         assert "FAIL  judgment" in out
 
 
@@ -131,10 +132,10 @@ def test_serve_prints_the_url_and_stops_cleanly_on_ctrl_c(tiny_model: Path, tmp_
         pgid = _server_pgid(port)
         assert pgid != os.getpgid(process.pid)  # the server has a process group of its own
 
-        assert cli.main(["check", "--base-url", url, "--constrained"]) == cli.EXIT_OK
+        assert main(["check", "--base-url", url, "--constrained"]) == ExitStatus.OK
 
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=300) == cli.EXIT_OK, stderr.read_text()
+        assert process.wait(timeout=300) == ExitStatus.OK, stderr.read_text()
     finally:
         if process.poll() is None:
             process.kill()

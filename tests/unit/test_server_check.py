@@ -15,8 +15,10 @@ import pytest
 from aiohttp import web
 from threaded_host import ThreadedHost
 
-from judge.cli import main as cli
-from judge.cli.server import acheck
+from judge.cli.check import acheck
+from judge.cli.common import BASE_URL_ENV
+from judge.cli.main import main
+from judge.failures import ExitStatus
 
 
 class FakeVLLM(ThreadedHost):
@@ -104,14 +106,14 @@ def free_port() -> int:
 
 
 def run_check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    status = cli.main(["check", *args])
+    status = main(["check", *args])
     return status, capsys.readouterr().out
 
 
 def test_a_ready_server_passes_every_step(host, capsys, monkeypatch):
     monkeypatch.delenv("VLLM_API_KEY", raising=False)
     status, out = run_check(capsys, "--base-url", f"{host.root}/v1")
-    assert status == cli.EXIT_OK, out
+    assert status == ExitStatus.OK, out
     assert "ok    reachable" in out
     assert "(vLLM 0.32.0)" in out
     assert "ok    model: serves 'thinking-reward-model'" in out
@@ -125,14 +127,14 @@ def test_a_ready_server_passes_every_step(host, capsys, monkeypatch):
 
 
 def test_the_base_url_may_come_from_the_environment(host, capsys, monkeypatch):
-    monkeypatch.setenv(cli.BASE_URL_ENV, f"{host.root}/v1")
+    monkeypatch.setenv(BASE_URL_ENV, f"{host.root}/v1")
     status, out = run_check(capsys)
-    assert status == cli.EXIT_OK, out
+    assert status == ExitStatus.OK, out
 
 
 def test_an_endpoint_url_is_corrected_and_said_so(host, capsys):
     status, out = run_check(capsys, "--base-url", f"{host.root}/v1/chat/completions")
-    assert status == cli.EXIT_USAGE
+    assert status == ExitStatus.USAGE
     assert "names the /chat/completions endpoint, not the API root" in out
     assert f"fix: the judge adds /chat/completions itself: --base-url {host.root}/v1" in out
     assert "ok    judgment" in out  # the rest is checked with the corrected URL
@@ -140,7 +142,7 @@ def test_an_endpoint_url_is_corrected_and_said_so(host, capsys):
 
 def test_a_url_without_v1_is_corrected_and_said_so(host, capsys):
     status, out = run_check(capsys, "--base-url", host.root)
-    assert status == cli.EXIT_USAGE
+    assert status == ExitStatus.USAGE
     assert f"fix: the base URL ends in /v1: --base-url {host.root}/v1" in out
     assert "ok    model" in out
     assert "ok    judgment" in out
@@ -149,7 +151,7 @@ def test_a_url_without_v1_is_corrected_and_said_so(host, capsys):
 def test_a_wrong_model_name_lists_the_served_ones(host, capsys):
     host.models = ["SophiaVL-R1-Thinking-Reward-Model-3B", "other"]
     status, out = run_check(capsys, "--base-url", f"{host.root}/v1")
-    assert status == cli.EXIT_UNAVAILABLE
+    assert status == ExitStatus.UNAVAILABLE
     assert (
         "FAIL  model: the server serves 'SophiaVL-R1-Thinking-Reward-Model-3B', 'other', "
         "not 'thinking-reward-model'"
@@ -162,20 +164,20 @@ def test_a_wrong_model_name_lists_the_served_ones(host, capsys):
 def test_the_model_flag_names_another_served_model(host, capsys):
     host.models = ["my-judge"]
     status, out = run_check(capsys, "--base-url", f"{host.root}/v1", "--model", "my-judge")
-    assert status == cli.EXIT_OK, out
+    assert status == ExitStatus.OK, out
 
 
 def test_a_401_asks_for_the_api_key(host, capsys, monkeypatch):
     host.api_key = "sekret-key-123"
     monkeypatch.delenv("VLLM_API_KEY", raising=False)
     status, out = run_check(capsys, "--base-url", f"{host.root}/v1")
-    assert status == cli.EXIT_UNAVAILABLE
+    assert status == ExitStatus.UNAVAILABLE
     assert "HTTP 401" in out
     assert "fix: set VLLM_API_KEY" in out
 
     monkeypatch.setenv("VLLM_API_KEY", "sekret-key-123")
     status, out = run_check(capsys, "--base-url", f"{host.root}/v1")
-    assert status == cli.EXIT_OK, out
+    assert status == ExitStatus.OK, out
     assert "sekret" not in out
 
 
@@ -183,13 +185,13 @@ def test_the_api_key_may_come_from_another_variable(host, capsys, monkeypatch):
     host.api_key = "k2"
     monkeypatch.setenv("MY_KEY", "k2")
     status, out = run_check(capsys, "--base-url", f"{host.root}/v1", "--api-key-env", "MY_KEY")
-    assert status == cli.EXIT_OK, out
+    assert status == ExitStatus.OK, out
 
 
 def test_nothing_listening(capsys):
     port = free_port()
     status, out = run_check(capsys, "--base-url", f"http://127.0.0.1:{port}/v1")
-    assert status == cli.EXIT_UNAVAILABLE
+    assert status == ExitStatus.UNAVAILABLE
     assert "FAIL  reachable: cannot connect" in out
     assert f"thinking-judge serve --port {port}" in out
 
@@ -198,7 +200,7 @@ def test_port_80_is_pointed_out():
     # Port 80 needs root to listen on: nothing of the test's listens there. Rather than
     # rely on that, the check is run with connections to port 80 refused outright.
     report = asyncio.run(_refused_check("http://127.0.0.1/v1"))
-    assert report.exit_status == cli.EXIT_UNAVAILABLE
+    assert report.exit_status == ExitStatus.UNAVAILABLE
     fix = report.steps[-1].fix or ""
     assert "nothing answers on port 80" in fix
     assert "--base-url http://127.0.0.1:8000/v1" in fix
@@ -219,7 +221,7 @@ async def _refused_check(url: str) -> Any:
 def test_a_judgment_that_is_not_a_score(host, capsys):
     host.answer = "The reasoning is fine."
     status, out = run_check(capsys, "--base-url", f"{host.root}/v1")
-    assert status == cli.EXIT_FAILED
+    assert status == ExitStatus.FAILED
     assert "FAIL  judgment:" in out
     assert "The reasoning is fine." in out
     assert "is the served model the thinking reward model?" in out
@@ -228,14 +230,14 @@ def test_a_judgment_that_is_not_a_score(host, capsys):
 def test_a_refused_judgment_says_why(host, capsys):
     host.chat_status = 400
     status, out = run_check(capsys, "--base-url", f"{host.root}/v1")
-    assert status == cli.EXIT_FAILED
+    assert status == ExitStatus.FAILED
     assert "At most 0 image(s)" in out
     assert "--limit-mm-per-prompt" in out
 
 
 def test_constrained_sends_the_grid(host, capsys):
     status, out = run_check(capsys, "--base-url", f"{host.root}/v1", "--constrained")
-    assert status == cli.EXIT_OK, out
+    assert status == ExitStatus.OK, out
     (chat,) = host.chats
     assert "0.7" in chat["structured_outputs"]["choice"]
 
@@ -243,21 +245,21 @@ def test_constrained_sends_the_grid(host, capsys):
 @pytest.mark.parametrize("url", ["127.0.0.1:8000/v1", "ftp://host/v1", "not a url"])
 def test_not_an_http_url(url, capsys):
     status, out = run_check(capsys, "--base-url", url)
-    assert status == cli.EXIT_USAGE
+    assert status == ExitStatus.USAGE
     assert "is not an http(s) URL" in out
 
 
 def test_check_needs_a_url(capsys, monkeypatch):
-    monkeypatch.delenv(cli.BASE_URL_ENV, raising=False)
-    assert cli.main(["check"]) == cli.EXIT_USAGE
+    monkeypatch.delenv(BASE_URL_ENV, raising=False)
+    assert main(["check"]) == ExitStatus.USAGE
     assert "check takes one --base-url" in capsys.readouterr().err
 
 
 def test_serve_without_vllm_says_how_to_install_it(capsys, monkeypatch):
-    import judge.cli.server
+    import judge.cli.serve
 
-    monkeypatch.setattr(judge.cli.server, "vllm_installed", lambda: False)
-    assert cli.main(["serve"]) == cli.EXIT_UNAVAILABLE
+    monkeypatch.setattr(judge.cli.serve, "vllm_installed", lambda: False)
+    assert main(["serve"]) == ExitStatus.UNAVAILABLE
     err = capsys.readouterr().err
     assert "vLLM is not installed" in err
     assert "thinking-reward-judge[cpu]" in err
@@ -265,7 +267,7 @@ def test_serve_without_vllm_says_how_to_install_it(capsys, monkeypatch):
 
 def test_serve_passes_the_model_card_settings(monkeypatch, capsys):
     """The card's flags reach ``launch``; arguments after '--' go to vLLM as given."""
-    import judge.cli.server
+    import judge.cli.serve
     from backends.errors import BackendUnavailableError
 
     seen: dict[str, Any] = {}
@@ -274,10 +276,10 @@ def test_serve_passes_the_model_card_settings(monkeypatch, capsys):
         seen.update(kwargs, model=model)
         raise BackendUnavailableError("the vLLM server exited with code 1; the end of its log")
 
-    monkeypatch.setattr(judge.cli.server, "vllm_installed", lambda: True)
-    monkeypatch.setattr(judge.cli.server.VLLMServerBackend, "launch", launch)
-    status = cli.main(["serve", "--model", "m", "--port", "9001", "--", "--dtype", "bfloat16"])
-    assert status == cli.EXIT_UNAVAILABLE
+    monkeypatch.setattr(judge.cli.serve, "vllm_installed", lambda: True)
+    monkeypatch.setattr(judge.cli.serve.VLLMServerBackend, "launch", launch)
+    status = main(["serve", "--model", "m", "--port", "9001", "--", "--dtype", "bfloat16"])
+    assert status == ExitStatus.UNAVAILABLE
     assert seen["model"] == "m"
     assert seen["port"] == 9001
     assert seen["served_model_name"] == "thinking-reward-model"
@@ -288,5 +290,5 @@ def test_serve_passes_the_model_card_settings(monkeypatch, capsys):
     assert "exited with code 1" in capsys.readouterr().err
 
     seen.clear()
-    cli.main(["serve", "--tensor-parallel-size", "2"])
+    main(["serve", "--tensor-parallel-size", "2"])
     assert seen["tensor_parallel_size"] == 2
