@@ -28,14 +28,14 @@ from judge.runnable import ThinkingRewardJudge
 from judge.types import JudgeInput, ThinkingScore
 
 if TYPE_CHECKING:
-    from judge.integrations.evaluators import (
+    from judge.integrations import (
         EVALUATION_KEY,
         ThinkingRunEvaluator,
         create_async_thinking_evaluator,
         create_thinking_evaluator,
     )
     from judge.rerank import BestOfN, RankedResponse, ThinkingRerank, best_of_n
-    from judge.rl.rewards import (
+    from judge.rl import (
         EasyR1Reward,
         GroupReward,
         GRPOReward,
