@@ -1,0 +1,143 @@
+"""verl's and EasyR1's reward functions: per sample and batched, Trust-GRPO, failures, step."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+
+import pytest
+from rl_calls import CountingFake, by_response, png
+
+from backends import FakeBackend
+from backends.errors import BackendError
+from judge import EasyR1Reward, InputError, JudgmentError, ThinkingRewardJudge, VerlReward
+
+# -- verl ---------------------------------------------------------------------------------------
+
+
+def verl_outcome(data_source, solution_str, ground_truth, extra_info=None):
+    return {"score": 1.0 if ground_truth in solution_str else 0.0}
+
+
+def test_verl_per_sample_sync_and_async():
+    backend = CountingFake(scores=[0.6])
+    judge = ThinkingRewardJudge(backend=backend)
+    reward = VerlReward(judge, outcome_reward=verl_outcome, trust=False, skip_saturated=False)
+    info = {"question": "What is shown?", "images": [{"bytes": png(), "path": None}]}
+    result = reward.compute_score("geo3k", "<think>x</think>4", "4", info)
+    assert result["score"] == pytest.approx(1.0 + 0.3 * 0.6)
+    assert result["thinking"] == pytest.approx(0.6)
+    assert result["outcome"] == 1.0
+    assert [p["type"] for p in backend.requests[0].messages[1]["content"]] == ["text", "image_url"]
+    assert inspect.iscoroutinefunction(reward.acompute_score)  # what verl's reward loop checks
+    result = asyncio.run(reward.acompute_score("geo3k", "<think>x</think>5", "4", info))
+    assert result["score"] == 0.0  # wrong answer, R_o < 0.2: not judged
+    assert result["judged"] == 0.0
+    assert len(backend.requests) == 1
+
+
+def test_verl_per_sample_refuses_group_rules():
+    reward = VerlReward(
+        ThinkingRewardJudge(backend=FakeBackend(scores=[0.5])), outcome_reward=verl_outcome
+    )
+    with pytest.raises(ValueError, match="no group"):
+        reward.compute_score("s", "4", "4", {"question": "q"})
+
+
+def test_verl_needs_the_question():
+    reward = VerlReward(ThinkingRewardJudge(backend=FakeBackend(scores=[0.5])))
+    with pytest.raises(InputError, match="question"):
+        reward.compute_score("s", "4", "4", {"answer": "4"})
+
+
+def test_verl_thinking_alone_and_failures():
+    reward = VerlReward(ThinkingRewardJudge(backend=FakeBackend(["0.8", "junk"])))
+    assert reward.compute_score("s", "r", "g", {"question": "q"})["score"] == pytest.approx(0.8)
+    with pytest.raises(JudgmentError, match="no outcome"):
+        reward.compute_score("s", "r", "g", {"question": "q"})
+
+
+def test_verl_batch_trust_grpo():
+    r_t = {"<think>a</think>1": 0.2, "<think>b</think>1": 0.9, "<think>c</think>2": 0.7}
+    backend = CountingFake(scores=by_response(r_t))
+    reward = VerlReward(
+        ThinkingRewardJudge(backend=backend), outcome_reward=verl_outcome, anneal_steps=100
+    )
+    solutions = ["<think>a</think>1", "<think>b</think>1", "<think>c</think>2", "<think>d</think>3"]
+    infos = [{"question": "1?", "global_step": 20}] * 4
+    results = reward.compute_score_batch(["s"] * 4, solutions, ["1"] * 4, infos)
+    assert backend.batches == [2]  # c2 and d3 are wrong (R_o = 0 < 0.2): not judged
+    scale = 0.3 * math.exp(-20 / 100)
+    assert [r["score"] for r in results] == pytest.approx(
+        [1.0 + scale * 0.2, 1.0 + scale * 0.9, 0.0, 0.0]
+    )
+    assert [r["judged"] for r in results] == [1.0, 1.0, 0.0, 0.0]
+    assert reward.calls == 1
+
+
+def test_verl_batch_failure_keeps_the_outcome_flagged():
+    backend = CountingFake([BackendError("down"), "0.5"])
+    reward = VerlReward(ThinkingRewardJudge(backend=backend), outcome_reward=verl_outcome)
+    results = reward.compute_score_batch(
+        ["s"] * 3, ["4", "4 too", "5"], ["4"] * 3, [{"question": "q"}] * 3
+    )
+    assert results[0]["score"] == 1.0
+    assert results[0]["thinking_failed"] == 1.0
+    assert math.isnan(results[0]["thinking"])
+    assert results[1]["score"] == pytest.approx(1.15)
+    assert results[1]["thinking_failed"] == 0.0
+    assert results[2]["score"] == 0.0
+    assert results[2]["judged"] == 0.0
+
+
+# -- EasyR1 -------------------------------------------------------------------------------------
+
+
+def easyr1_accuracy(reward_inputs):
+    return [
+        {"overall": 1.0 if item["ground_truth"] in item["response"] else 0.3, "accuracy": 1.0}
+        for item in reward_inputs
+    ]
+
+
+def test_easyr1_batch():
+    backend = CountingFake(scores=[0.5, 0.9, 0.1])
+    reward = EasyR1Reward(ThinkingRewardJudge(backend=backend), outcome_reward=easyr1_accuracy)
+    inputs = [
+        {
+            "response": r,
+            "response_length": 3,
+            "ground_truth": "7",
+            "question": "3+4?",
+            "image": png(),
+        }
+        for r in ("7", "seven", "7!")
+    ]
+    results = reward(inputs)
+    assert backend.batches == [3]
+    gamma = math.exp((0.5 + 0.1) / 2 - 0.9)  # the wrong answer thinks best: not trusted
+    assert [r["overall"] for r in results] == pytest.approx(
+        [1.0 + gamma * 0.3 * 0.5, 0.3 + gamma * 0.3 * 0.9, 1.0 + gamma * 0.3 * 0.1]
+    )
+    assert results[0]["gamma"] == pytest.approx(gamma)
+    assert set(results[0]) >= {"overall", "thinking", "gamma", "outcome", "judged"}
+    assert reward.calls == 1
+    with pytest.raises(InputError, match="question"):
+        reward([{"response": "7", "response_length": 1, "ground_truth": "7"}])
+
+
+def test_easyr1_step_from_inputs_or_call_count():
+    backend = CountingFake(scores=[0.5])
+    reward = EasyR1Reward(
+        ThinkingRewardJudge(backend=backend),
+        outcome_reward=lambda inputs: [1.0, 0.5],
+        anneal_steps=1,
+    )
+    item = {"response": "r", "ground_truth": "g", "question": "q"}
+    first = reward([item, item])  # step 0 (no step given: calls so far)
+    second = reward([item, item])  # step 1
+    assert first[0]["overall"] == pytest.approx(1.0 + 0.3 * 0.5)
+    assert second[0]["overall"] == pytest.approx(1.0 + 0.3 * math.exp(-1) * 0.5)
+    third = reward([{**item, "global_step": 0}, item])
+    assert third[0]["overall"] == pytest.approx(1.15)

@@ -1,0 +1,260 @@
+"""TRL's reward-function call: formats, order, one batched call, failures, Trust-GRPO."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+
+import pytest
+from rl_calls import (
+    CountingFake,
+    Metrics,
+    by_response,
+    call_as_trl,
+    image,
+    question_of,
+    response_of,
+)
+
+from backends import FakeBackend
+from backends.errors import BackendError
+from judge import GRPOReward, SyncGRPOReward, ThinkingRewardJudge
+
+# -- the call, formats, order, failures ----------------------------------------------------------
+
+
+def test_standard_format_one_batched_call_in_order():
+    table = {f"<think>r{i}</think><answer>{i}</answer>": i / 10 for i in range(8)}
+    backend = CountingFake(scores=by_response(table))
+    reward = ThinkingRewardJudge(backend=backend).as_reward_func()
+    assert isinstance(reward, GRPOReward)
+    assert reward.__name__ == "thinking_reward"
+    prompts = ["What is 1+1?"] * 4 + ["What is 2+2?"] * 4
+    completions = list(table)
+    rewards = call_as_trl(reward, prompts, completions, answer=["2"] * 4 + ["4"] * 4)
+    assert rewards == pytest.approx([i / 10 for i in range(8)])
+    assert all(isinstance(r, float) for r in rewards)
+    assert backend.batches == [8]  # one batched judge call for the step
+    assert [question_of(r) for r in backend.requests] == prompts
+    assert [response_of(r) for r in backend.requests] == completions
+
+
+def test_async_and_sync_forms_and_names():
+    # TRL awaits a reward whose __call__ is a coroutine function and logs it by __name__
+    # (the real TRL check runs in the integration tests, where TRL is imported anyway).
+    judge = ThinkingRewardJudge(backend=FakeBackend(scores=[0.5]))
+    reward = judge.as_reward_func(name="thinking")
+    assert inspect.iscoroutinefunction(reward.__call__)
+    assert reward.__name__ == "thinking"
+    sync = judge.as_reward_func(asynchronous=False, name="thinking_sync")
+    assert isinstance(sync, SyncGRPOReward)
+    assert not inspect.iscoroutinefunction(sync.__call__)
+    assert sync.__name__ == "thinking_sync"
+    assert "thinking" in repr(reward)
+
+
+def test_conversational_format_with_image_column():
+    backend = CountingFake(scores=[0.7])
+    reward = ThinkingRewardJudge(backend=backend).as_reward_func()
+    prompt = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour?"}]},
+    ]
+    completions = [[{"role": "assistant", "content": f"<think>t{i}</think>red"}] for i in range(2)]
+    pictures = [image("red"), image("red")]
+    rewards = call_as_trl(reward, [prompt, prompt], completions, image=pictures)
+    assert rewards == pytest.approx([0.7, 0.7])
+    first = backend.requests[0]
+    # The training code's question: the decoded chat-templated prompt, role words included.
+    assert question_of(first) == (
+        "<image> system\nAnswer briefly.\nuser\nWhat colour?\nassistant\n"
+    )
+    assert response_of(first) == "<think>t0</think>red"
+    parts = first.messages[1]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url"]
+    assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+def test_images_column_and_images_inside_the_prompt():
+    backend = CountingFake(scores=[0.4])
+    reward = ThinkingRewardJudge(backend=backend).as_reward_func(question="user")
+    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Same?"}]}]
+    completion = [{"role": "assistant", "content": [{"type": "text", "text": "yes"}]}]
+    call_as_trl(reward, [prompt], [completion], images=[[image("red"), image("blue")]])
+    parts = backend.requests[-1].messages[1]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url", "image_url"]
+    assert question_of(backend.requests[-1]) == "<image> Same?"
+    # Without an image column, images carried in the prompt's parts are used.
+    inline = [{"role": "user", "content": [{"type": "image", "image": image()}, "Colour?"]}]
+    call_as_trl(reward, [inline], [completion])
+    assert [p["type"] for p in backend.requests[-1].messages[1]["content"]] == [
+        "text",
+        "image_url",
+    ]
+
+
+def test_failures_are_none_never_zero_and_logged(caplog):
+    backend = CountingFake(["0.3", BackendError("server down"), "not a score", "1.0"])
+    reward = ThinkingRewardJudge(backend=backend).as_reward_func(name="tr")
+    metrics = Metrics()
+    with caplog.at_level(logging.WARNING, logger="judge.rl.base"):
+        rewards = call_as_trl(reward, ["q"] * 4, ["a", "b", "c", "d"], metrics=metrics)
+    assert rewards == [pytest.approx(0.3), None, None, pytest.approx(1.0)]
+    assert metrics.logged["tr/failures"] == [2.0]
+    assert metrics.extra["tr"] == [pytest.approx(0.3), None, None, pytest.approx(1.0)]
+    assert "2 of 4 judgments failed" in caplog.text
+    assert "server down" in caplog.text
+
+
+def test_an_empty_completion_is_a_failed_judgment():
+    reward = ThinkingRewardJudge(backend=FakeBackend(scores=[0.9])).as_reward_func()
+    assert call_as_trl(reward, ["q", "q"], ["", "fine"]) == [None, pytest.approx(0.9)]
+
+
+def test_raise_on_error_judge_still_gives_none():
+    judge = ThinkingRewardJudge(backend=FakeBackend(["junk"]), raise_on_error=True)
+    assert call_as_trl(judge.as_reward_func(), ["q"], ["a"]) == [None]
+
+
+def test_sync_form():
+    backend = CountingFake(scores=[0.2, 0.6])
+    reward = ThinkingRewardJudge(backend=backend).as_reward_func(asynchronous=False)
+    assert call_as_trl(reward, ["q", "q"], ["a", "b"]) == pytest.approx([0.2, 0.6])
+    assert backend.batches == [2]
+
+
+def test_expected_score_is_used_when_present():
+    dist = {0.6: 0.5, 0.8: 0.5}  # greedy 0.6, expected 0.7
+    judge = ThinkingRewardJudge(backend=FakeBackend(scores=lambda r: dist), expected_score=True)
+    assert call_as_trl(judge.as_reward_func(), ["q"], ["a"]) == pytest.approx([0.7])
+    greedy = judge.as_reward_func(use_expected_score=False)
+    assert call_as_trl(greedy, ["q"], ["a"]) == pytest.approx([0.6])
+
+
+def test_max_concurrency_reaches_the_backend():
+    seen = []
+
+    class Spy(FakeBackend):
+        def generate(self, requests, *, max_concurrency=None):
+            seen.append(max_concurrency)
+            return super().generate(requests, max_concurrency=max_concurrency)
+
+    judge = ThinkingRewardJudge(backend=Spy(scores=[0.5]))
+    call_as_trl(judge.as_reward_func(max_concurrency=3), ["q"], ["a"])
+    assert seen == [3]
+
+
+def test_bad_settings():
+    judge = ThinkingRewardJudge(backend=FakeBackend(scores=[0.5]))
+    with pytest.raises(ValueError, match="outcome"):
+        judge.as_reward_func(include_outcome=False)
+    with pytest.raises(ValueError, match="outcome_reward"):
+        judge.as_reward_func(anneal_steps=10)
+    with pytest.raises(ValueError, match="question"):
+        judge.as_reward_func(question="nope")
+
+
+# -- Trust-GRPO through the TRL reward function ------------------------------------------------
+
+
+def outcome_from(values):
+    def accuracy(prompts, completions, **kwargs):
+        return [values[c] for c in completions]
+
+    return accuracy
+
+
+def test_trust_grpo_end_to_end_saves_calls_and_logs():
+    # Group A: all right (saturated, 4 calls saved); group B: partial credit, one < 0.2.
+    r_o = {"a0": 1.0, "a1": 1.0, "a2": 0.9, "a3": 1.0, "b0": 1.0, "b1": 0.5, "b2": 0.3, "b3": 0.0}
+    r_t = {"b0": 0.2, "b1": 0.4, "b2": 0.9}
+    backend = CountingFake(scores=by_response(r_t))
+    judge = ThinkingRewardJudge(backend=backend)
+    reward = judge.as_reward_func(outcome_from(r_o), anneal_steps=10, num_generations=4, name="t")
+    metrics = Metrics()
+    completions = list(r_o)
+    rewards = call_as_trl(reward, ["A"] * 4 + ["B"] * 4, completions, step=5, metrics=metrics)
+    assert [response_of(r) for r in backend.requests] == ["b0", "b1", "b2"]
+    assert backend.batches == [3]
+    saved = len(completions) - len(backend.requests)
+    assert saved == 5
+    # Group B: mu_correct = (0.2 + 0.4) / 2 = 0.3, mu_wrong = (0.9 + 0) / 2 = 0.45
+    gamma = math.exp(0.3 - 0.45)
+    scale = 0.3 * math.exp(-5 / 10)
+    expected = [
+        1.0,
+        1.0,
+        0.9,
+        1.0,
+        1.0 + gamma * scale * 0.2,
+        0.5 + gamma * scale * 0.4,
+        0.3 + gamma * scale * 0.9,
+        0.0,
+    ]
+    assert rewards == pytest.approx(expected)
+    assert metrics.logged["t/calls_saved"] == [5.0]
+    assert metrics.logged["t/judge_calls"] == [3.0]
+    assert metrics.logged["t/gamma"] == [pytest.approx(gamma)]
+    assert metrics.logged["t/thinking_mean"] == [pytest.approx(0.5)]
+    assert metrics.logged["t/scale"] == [pytest.approx(scale)]
+    assert metrics.logged["t/failures"] == [0.0]
+    step = reward.last_step
+    assert step.gamma == pytest.approx([1.0] * 4 + [gamma] * 4)
+
+
+def test_include_outcome_false_returns_the_thinking_term():
+    r_o = {"x0": 1.0, "x1": 0.0, "x2": 0.6, "x3": 0.3}
+    backend = CountingFake(scores=by_response({"x0": 0.8, "x2": BackendError("boom"), "x3": 0.5}))
+    judge = ThinkingRewardJudge(backend=backend)
+    reward = judge.as_reward_func(outcome_from(r_o), include_outcome=False)
+    rewards = call_as_trl(reward, ["q"] * 4, list(r_o))
+    # x1 not judged (R_o < 0.2): term 0.0; x2 failed: None (the outcome still counts in TRL).
+    assert rewards == [pytest.approx(0.3 * 0.8), 0.0, None, pytest.approx(0.3 * 0.5)]
+
+
+def test_an_all_saved_step_makes_no_judge_call():
+    backend = CountingFake(scores=[0.5])
+    reward = ThinkingRewardJudge(backend=backend).as_reward_func(outcome_from({"a": 1, "b": 1}))
+    assert call_as_trl(reward, ["q", "q"], ["a", "b"]) == [1.0, 1.0]
+    assert backend.batches == []
+
+
+def test_async_outcome_reward_is_awaited():
+    async def accuracy(prompts, completions, **kwargs):
+        await asyncio.sleep(0)
+        return [1.0, 0.0]
+
+    backend = CountingFake(scores=[0.5])
+    reward = ThinkingRewardJudge(backend=backend).as_reward_func(accuracy, skip_below=None)
+    assert call_as_trl(reward, ["q", "q"], ["a", "b"]) == pytest.approx([1.15, 0.15])
+    sync = ThinkingRewardJudge(backend=backend).as_reward_func(accuracy, asynchronous=False)
+    with pytest.raises(TypeError, match="async"):
+        call_as_trl(sync, ["q"], ["a"])
+
+
+def test_annealing_needs_trainer_state():
+    reward = ThinkingRewardJudge(backend=FakeBackend(scores=[0.5])).as_reward_func(
+        outcome_from({"a": 1.0, "b": 0.5}), anneal_steps=100
+    )
+    with pytest.raises(ValueError, match="training step"):
+        asyncio.run(reward(prompts=["q", "q"], completions=["a", "b"]))
+
+
+def test_groups_found_as_runs_of_equal_prompts_and_images():
+    r_o = {"a": 1.0, "b": 0.3, "c": 1.0, "d": 1.0}
+    backend = CountingFake(scores=[0.5])
+    reward = ThinkingRewardJudge(backend=backend).as_reward_func(outcome_from(r_o))
+    # Same text, different images: two groups; the second is saturated.
+    call_as_trl(reward, ["q"] * 4, list(r_o), image=[image("red")] * 2 + [image("blue")] * 2)
+    assert [response_of(r) for r in backend.requests] == ["a", "b"]
+    assert reward.last_step.metrics["calls_saved"] == 2.0
+
+
+def test_num_generations_must_divide_the_batch():
+    reward = ThinkingRewardJudge(backend=FakeBackend(scores=[0.5])).as_reward_func(
+        num_generations=4
+    )
+    with pytest.raises(ValueError, match="num_generations=4"):
+        call_as_trl(reward, ["q"] * 6, ["a"] * 6)
