@@ -5,6 +5,11 @@ and the optional ones (vLLM) cost nothing until used::
 
     from backends import VLLMServerBackend          # imports backends.vllm_server
     cls = backend_class("vllm-offline")             # by registry name
+
+One entry deliberately points outside this package: ``"fake"`` is
+:class:`judge.testing.fake.FakeBackend`, which speaks the judge's prompt and score grid.
+It is imported only when asked for (``from backends import FakeBackend``,
+``backend_class("fake")``); no module of ``backends`` imports ``judge``.
 """
 
 from __future__ import annotations
@@ -32,14 +37,13 @@ from backends.errors import (
 
 if TYPE_CHECKING:
     from backends.chat_model import ChatModelBackend
-    from backends.fake import FakeBackend
     from backends.openai_compatible import OpenAICompatibleBackend
     from backends.vllm_offline import VLLMOfflineBackend
     from backends.vllm_server import VLLMServerBackend
 
 REGISTRY: dict[str, str] = {
     "chat-model": "backends.chat_model:ChatModelBackend",
-    "fake": "backends.fake:FakeBackend",
+    "fake": "judge.testing.fake:FakeBackend",  # the one lazy alias outside backends
     "openai-compatible": "backends.openai_compatible:OpenAICompatibleBackend",
     "vllm-offline": "backends.vllm_offline:VLLMOfflineBackend",
     "vllm-server": "backends.vllm_server:VLLMServerBackend",

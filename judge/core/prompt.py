@@ -72,9 +72,11 @@ _RUBRIC = (
 _QUESTION = "\n    Question: "
 _REASONING = "\n    Reasoning process: "
 _TAIL = "\n    "
+ANSWER_TAG_REQUEST = "Your response format: <answer>your_score</answer>"
+"""The line the ``"answer_tag"`` format adds to the prompt."""
 _FORMAT_LINES: dict[str, str] = {
     "bare": "",
-    "answer_tag": "\n    Your response format: <answer>your_score</answer>",
+    "answer_tag": "\n    " + ANSWER_TAG_REQUEST,
 }
 
 
@@ -152,6 +154,7 @@ def prompt_sha256(messages: Sequence[dict[str, Any]]) -> str:
 
 __all__ = [
     "ANSWER_TAG",
+    "ANSWER_TAG_REQUEST",
     "IMAGE_PLACEHOLDER",
     "OUTPUT_FORMATS",
     "SYSTEM_PROMPT",

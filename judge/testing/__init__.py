@@ -2,7 +2,7 @@
 
 * :func:`build_tiny_model` (:mod:`judge.testing.tiny_model`): a tiny random-weight
   Qwen2.5-VL built offline, that real vLLM and transformers load on a CPU;
-* :class:`FakeBackend`: a backend that answers without a model.
+* :class:`FakeBackend` (:mod:`judge.testing.fake`): a backend that answers without a model.
 
 Names are imported on first use, so ``import judge.testing`` stays cheap.
 """
@@ -13,7 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from backends.fake import FakeBackend
+    from judge.testing.fake import FakeBackend
     from judge.testing.tiny_model import (
         QWEN2_5_VL_CHAT_TEMPLATE,
         TINY_MODEL_VERSION,
@@ -24,7 +24,7 @@ _LAZY: dict[str, str] = {
     "QWEN2_5_VL_CHAT_TEMPLATE": "judge.testing.tiny_model",
     "TINY_MODEL_VERSION": "judge.testing.tiny_model",
     "build_tiny_model": "judge.testing.tiny_model",
-    "FakeBackend": "backends.fake",
+    "FakeBackend": "judge.testing.fake",
 }
 """Public name -> the module that defines it."""
 

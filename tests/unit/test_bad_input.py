@@ -21,9 +21,9 @@ import pytest
 from PIL import Image
 
 from backends.base import JudgeRequest
-from backends.fake import FakeBackend
 from judge import ThinkingRewardJudge, ThinkingScore
 from judge.errors import ImageError, InputError
+from judge.testing.fake import FakeBackend
 
 GOOD = {"question": "What is 2+2?", "response": "<think>2+2=4</think><answer>4</answer>"}
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{40,}")

@@ -59,3 +59,24 @@ def test_bad_scripts_are_refused(kwargs, message):
 
 def test_default_answers_one():
     assert ThinkingRewardJudge(backend=FakeBackend()).invoke(ITEMS[0]).score == 1.0
+
+
+def test_one_class_under_its_three_names():
+    from backends import backend_class
+    from judge.testing import FakeBackend as from_testing
+    from judge.testing.fake import FakeBackend as defined
+
+    assert FakeBackend is defined
+    assert from_testing is defined
+    assert backend_class("fake") is defined
+
+
+def test_answers_on_the_judges_own_grid_and_tag():
+    from judge.core.parse import SCORE_GRID
+
+    backend = FakeBackend(scores=[i / 10 for i in range(11)])
+    plain = ThinkingRewardJudge(backend=backend).batch([ITEMS[0]] * 11)
+    assert tuple(r.raw for r in plain) == SCORE_GRID
+    tagged = ThinkingRewardJudge(backend=backend, output_format="answer_tag").invoke(ITEMS[0])
+    assert tagged.raw == "<answer>0</answer>"
+    assert tagged.score == 0.0

@@ -17,10 +17,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from model_card import card_prompt  # the verbatim copy of the card's f-string
 
-from backends.fake import FakeBackend
 from judge import SCORE_GRID, ScoreParseError, ThinkingRewardJudge, parse_score
 from judge.core.prompt import prompt_sha256, render_messages, render_prompt
 from judge.core.sanitize import neutralize_special_tokens
+from judge.testing.fake import FakeBackend
 
 # ------------------------------------------------------------------- renderer
 

@@ -15,6 +15,12 @@
 
 A reply may also be a :class:`~backends.errors.BackendError`, to fail that request.
 Every request is recorded in :attr:`FakeBackend.requests`.
+
+It lives in ``judge`` (not ``backends``) because it speaks the judge's prompt and score
+grid (:data:`judge.core.parse.SCORE_GRID`, :data:`judge.core.prompt.ANSWER_TAG`), and
+backends never import judge. ``from backends import FakeBackend`` and
+``backend_class("fake")`` still find it: it is the one entry of the backends registry
+that points outside ``backends``, imported only when asked for.
 """
 
 from __future__ import annotations
@@ -30,15 +36,16 @@ import orjson
 
 from backends.base import Completion, JudgeRequest, Result, SyncBackend, TokenLogprob
 from backends.errors import BackendError
+from judge.core.parse import SCORE_GRID
+from judge.core.prompt import ANSWER_TAG, ANSWER_TAG_REQUEST
 
 Reply = str | BackendError
 Script = Iterable[Reply] | Callable[[JudgeRequest], Reply]
 ScoreReply = float | Mapping[float, float] | BackendError
 Scores = Iterable[ScoreReply] | Callable[[JudgeRequest], ScoreReply]
 
-_GRID = tuple(["0", *(f"0.{d}" for d in range(1, 10)), "1.0"])
 _END = "<|im_end|>"
-_TAG_REQUEST = "Your response format: <answer>your_score</answer>"
+_OPEN, _CLOSE = ANSWER_TAG
 
 
 class FakeBackend(SyncBackend):
@@ -155,7 +162,7 @@ def _distribution(reply: ScoreReply) -> Mapping[float, float] | BackendError:
 
 
 def _text(score: float) -> str:
-    return _GRID[round(score * 10)]
+    return SCORE_GRID[round(score * 10)]
 
 
 def _position(choices: Mapping[str, float], chosen: str) -> TokenLogprob:
@@ -179,13 +186,13 @@ def _answer(request: JudgeRequest, dist: Mapping[float, float], model: str) -> C
     tagged = _asks_for_tag(request)
     written = ""
     if request.continue_final_message and request.messages:
-        written = str(request.messages[-1].get("content") or "").removeprefix("<answer>")
-    p = {text: dist.get(index / 10, 0.0) for index, text in enumerate(_GRID)}
-    possible = [t for t in _GRID if t.startswith(written) and p[t] > 0] or ["0.1"]
+        written = str(request.messages[-1].get("content") or "").removeprefix(_OPEN)
+    p = {text: dist.get(index / 10, 0.0) for index, text in enumerate(SCORE_GRID)}
+    possible = [t for t in SCORE_GRID if t.startswith(written) and p[t] > 0] or ["0.1"]
     best = max(possible, key=p.__getitem__)
-    p_point = sum(p[t] for t in _GRID[1:10])
-    close = "</answer>" if tagged else _END
-    tokens: list[TokenLogprob] = [] if written or not tagged else [_sure("<answer>")]
+    p_point = sum(p[t] for t in SCORE_GRID[1:10])
+    close = _CLOSE if tagged else _END
+    tokens: list[TokenLogprob] = [] if written or not tagged else [_sure(_OPEN)]
     state = written
     for token in [*best[len(written) :], close]:
         if state == "":
@@ -193,15 +200,15 @@ def _answer(request: JudgeRequest, dist: Mapping[float, float], model: str) -> C
         elif state == "0":
             tokens.append(_position({".": p_point, close: p["0"]}, token))
         elif state == "0.":
-            tokens.append(_position({t[-1]: p[t] for t in _GRID[1:10]}, token))
+            tokens.append(_position({t[-1]: p[t] for t in SCORE_GRID[1:10]}, token))
         else:
             tokens.append(_sure(token))
         state += token
     if tagged:
         tokens.append(_sure(_END))
-    text = best[len(written) :] + ("</answer>" if tagged else "")
+    text = best[len(written) :] + (_CLOSE if tagged else "")
     if tagged and not written:
-        text = "<answer>" + text
+        text = _OPEN + text
     return Completion(
         text=text,
         finish_reason="stop",
@@ -217,7 +224,7 @@ def _asks_for_tag(request: JudgeRequest) -> bool:
         content = message.get("content")
         parts = content if isinstance(content, list) else [{"text": content}]
         for part in parts:
-            if isinstance(part, Mapping) and _TAG_REQUEST in str(part.get("text") or ""):
+            if isinstance(part, Mapping) and ANSWER_TAG_REQUEST in str(part.get("text") or ""):
                 return True
     return False
 
