@@ -20,7 +20,7 @@ Re-encoding, when needed, keeps what the model sees as close to the original as 
 
 - the first frame of an animated image (GIF, APNG, WebP) is taken, as the model's
   processor would; a multi-picture JPEG (MPO, as phones write) is sent as the JPEG it is;
-- the mode becomes one the processor takes and PNG can hold (:func:`_to_model_mode`):
+- the mode becomes one the processor takes and PNG can hold (in :mod:`judge.core.pixels`):
 
   ================================================  ==================================
   ``RGB``, ``RGBA``, ``L``                          unchanged
@@ -58,39 +58,24 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import os
 import re
-import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar, cast
 from urllib.parse import urlsplit
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from judge.core.pixels import encode_bytes, encode_pil
 from judge.errors import ImageError
 
 ImageInput: TypeAlias = str | os.PathLike[str] | bytes | Image.Image
 """One image: a file path, raw bytes, a PIL image, an http(s) URL or a data URL."""
 
 _EXPECTED = "expected a file path, bytes, a PIL image, an http(s) URL or a data URL"
-_OPEN_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "ICO", "PPM", "TGA")  # JPEG: MPO too
-_SENT_AS_IS = {  # format -> MIME type of the formats whose bytes are sent untouched
-    "PNG": "image/png",
-    "JPEG": "image/jpeg",
-    "MPO": "image/jpeg",  # a JPEG with extra pictures appended; readers see the first
-    "WEBP": "image/webp",
-    "GIF": "image/gif",
-}
-_MIME_ALIASES = {"image/jpg": "image/jpeg"}
-_MODEL_MODES = frozenset({"1", "L", "P", "RGB", "RGBA"})  # the processor takes these as is
-_MAX_ASPECT_RATIO = 200  # Qwen2-VL / Qwen2.5-VL smart_resize refuses a ratio above this
-_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
-_PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 _DATA_URL = re.compile(r"data:(image/[a-z0-9.+-]+);base64,", re.IGNORECASE)
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{72,}")  # longer than a SHA-256 in hex
@@ -203,7 +188,7 @@ def _from_data_url(url: str, max_pixels: int | None) -> str:
         data = base64.b64decode(url[match.end() :], validate=True)
     except ValueError as exc:  # binascii.Error, or non-ASCII characters
         raise ImageError("data URL is not valid base64", source=source) from exc
-    mime, out = _encode_bytes(data, source, max_pixels, declared_mime=declared)
+    mime, out = encode_bytes(data, source, max_pixels, declared_mime=declared)
     return url if out is data else _data_url(mime, out)
 
 
@@ -263,7 +248,7 @@ def _bytes_url(data: bytes, max_pixels: int | None, source: str | None = None) -
     """The data URL for image bytes (given as such or read from the file ``source``)."""
     return _cached(
         ("bytes", data, max_pixels),
-        lambda: _data_url(*_encode_bytes(data, source or f"<{len(data)} bytes>", max_pixels)),
+        lambda: _data_url(*encode_bytes(data, source or f"<{len(data)} bytes>", max_pixels)),
     )
 
 
@@ -271,7 +256,7 @@ def _pil_url(image: Image.Image, max_pixels: int | None) -> str:
     """The data URL for a PIL image, cached by a digest of what its encoding reads."""
     source = f"<PIL image {image.mode} {image.width}x{image.height}>"
     return _cached(
-        _pil_key(image, max_pixels), lambda: _data_url(*_encode_pil(image, source, max_pixels))
+        _pil_key(image, max_pixels), lambda: _data_url(*encode_pil(image, source, max_pixels))
     )
 
 
@@ -288,157 +273,6 @@ def _pil_key(image: Image.Image, max_pixels: int | None) -> tuple[Any, ...] | No
     except Exception:  # anything Pillow raises: leave it to the encoder to report
         return None
     return ("pil", digest.digest(), max_pixels)
-
-
-def _encode_bytes(
-    data: bytes, source: str, max_pixels: int | None, *, declared_mime: str | None = None
-) -> tuple[str, bytes]:
-    """Decode an encoded image once; return ``(mime, bytes)`` to send.
-
-    The bytes returned are ``data`` itself (the same object) when they can be sent as
-    they are; else a re-encoded, converted and possibly downsized image.
-    """
-    if not data:
-        raise ImageError("image is empty", source=source)
-    with _pillow_errors(source), Image.open(io.BytesIO(data), formats=_OPEN_FORMATS) as img:
-        fmt = img.format or ""
-        if declared_mime is not None:
-            _check_mime(declared_mime, fmt, source)
-        size = _fit(img.size, max_pixels)
-        _check_aspect_ratio(size or img.size, source)
-        if size is None and _sendable_as_is(img):
-            img.load()  # decode fully: a truncated or corrupt image fails here
-            return _SENT_AS_IS[fmt], data
-        if size is not None and fmt in ("JPEG", "MPO"):
-            img.draft(None, (size[0] * 2, size[1] * 2))  # decode at a reduced scale
-        img.load()
-        out = _to_model_mode(img)
-        if size is not None:
-            out = out.resize(size, Image.Resampling.LANCZOS)
-        as_jpeg = fmt in ("JPEG", "MPO") and out.mode in ("L", "RGB")
-        return _encode(out, "JPEG" if as_jpeg else "PNG")
-
-
-def _encode_pil(image: Image.Image, source: str, max_pixels: int | None) -> tuple[str, bytes]:
-    """Encode a PIL image as PNG after mode conversion and, if needed, downsizing."""
-    with _pillow_errors(source):
-        image.load()  # an image from Image.open() is lazy; a truncated file fails here
-        out = _to_model_mode(image)
-        size = _fit(out.size, max_pixels)
-        _check_aspect_ratio(size or out.size, source)
-        if size is not None:
-            out = out.resize(size, Image.Resampling.LANCZOS)
-        return _encode(out, "PNG")
-
-
-def _sendable_as_is(img: Image.Image) -> bool:
-    """Whether an opened image's original bytes can go to the model untouched."""
-    if img.format not in _SENT_AS_IS or img.mode not in _MODEL_MODES:
-        return False
-    if "transparency" in img.info and img.mode != "RGBA":
-        return False
-    return img.format == "MPO" or not getattr(img, "is_animated", False)
-
-
-def _to_model_mode(img: Image.Image) -> Image.Image:
-    """Convert an image to ``L``, ``RGB`` or ``RGBA`` (see the module docstring)."""
-    mode = img.mode
-    if mode.startswith("I;16"):
-        return img.convert("I").point(lambda v: v * (1 / 256)).convert("L")
-    if mode in ("I", "F"):
-        return img.convert("L")
-    if mode in _ALPHA_MODES or "transparency" in img.info:
-        return img if mode == "RGBA" else img.convert("RGBA")
-    if mode in ("L", "RGB"):
-        return img
-    return img.convert("L" if mode == "1" else "RGB")
-
-
-def _check_aspect_ratio(size: tuple[int, int], source: str) -> None:
-    """Refuse an image the model's processor cannot take: long side > 200 x short side."""
-    width, height = size
-    if max(width, height) > _MAX_ASPECT_RATIO * min(width, height):
-        raise ImageError(
-            f"image of {width}x{height} pixels is too elongated: Qwen2.5-VL's image processor "
-            f"takes at most a {_MAX_ASPECT_RATIO}:1 aspect ratio; crop or pad it",
-            source=source,
-        )
-
-
-def _fit(size: tuple[int, int], max_pixels: int | None) -> tuple[int, int] | None:
-    """The size to downsize to so that ``w * h <= max_pixels``, or None if it fits.
-
-    The long side is the largest whose short side, derived from it by the aspect ratio
-    (rounded, at least 1 pixel), fits the budget: the ratio is kept to within half a
-    pixel, except where an extreme ratio pins the short side to 1.
-    """
-    width, height = size
-    if max_pixels is None or width * height <= max_pixels:
-        return None
-    long_side, short_side = max(width, height), min(width, height)
-
-    def short_for(new_long: int) -> int:  # round half up, in integers
-        return max(1, (2 * new_long * short_side + long_side) // (2 * long_side))
-
-    low, high = 1, long_side - 1  # the area grows with the long side: binary search
-    while low < high:
-        middle = (low + high + 1) // 2
-        if middle * short_for(middle) <= max_pixels:
-            low = middle
-        else:
-            high = middle - 1
-    return (low, short_for(low)) if width >= height else (short_for(low), low)
-
-
-def _encode(img: Image.Image, fmt: str) -> tuple[str, bytes]:
-    """Encode an image as PNG, or as JPEG at quality 95; return ``(mime, bytes)``."""
-    buffer = io.BytesIO()
-    if fmt == "JPEG":
-        img.save(buffer, "JPEG", quality=95)
-        return "image/jpeg", buffer.getvalue()
-    img.save(buffer, "PNG")
-    return "image/png", buffer.getvalue()
-
-
-def _check_mime(declared: str, fmt: str, source: str) -> None:
-    """Raise an ImageError when a data URL's MIME type is not its data's real one."""
-    real = _SENT_AS_IS.get(fmt) or Image.MIME.get(fmt)
-    if _MIME_ALIASES.get(declared, declared) != real:
-        raise ImageError(f"data URL says {declared} but holds {real or fmt}", source=source)
-
-
-@contextmanager
-def _pillow_errors(source: str) -> Iterator[None]:
-    """Turn what Pillow raises on a bad image into an ImageError, chained to it."""
-    try:
-        yield
-    except ImageError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageError(
-            "image is too large to decode safely (above Pillow's decompression-bomb limit, "
-            f"2 x PIL.Image.MAX_IMAGE_PIXELS = {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels); "
-            "shrink it first or, if the file is trusted, raise PIL.Image.MAX_IMAGE_PIXELS "
-            "and pass max_pixels to downsize what is sent",
-            source=source,
-        ) from exc
-    except UnidentifiedImageError as exc:
-        raise ImageError(
-            "not an image in a supported format (PNG, JPEG, WebP, GIF, BMP, TIFF, ICO, PPM, TGA)",
-            source=source,
-        ) from exc
-    except _PILLOW_ERRORS as exc:
-        raise ImageError(
-            f"image cannot be decoded, truncated or corrupt ({_reason(exc)})", source=source
-        ) from exc
-
-
-def _reason(exc: BaseException) -> str:
-    """A short reason from a Pillow error, without any bytes it may quote."""
-    text = str(exc)
-    if not text or len(text) > 100 or "b'" in text or 'b"' in text or "\\x" in text:
-        return type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
 
 
 def _is_utf8(text: str) -> bool:

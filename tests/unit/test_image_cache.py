@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from judge.core import images
-from judge.errors import ImageError
 from judge.core.images import image_url
+from judge.errors import ImageError
 
 
 def _png(color: tuple[int, int, int], size: tuple[int, int] = (8, 6)) -> bytes:
@@ -24,7 +24,7 @@ def encodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records each real encoding (bytes or PIL); starts from an empty cache."""
     monkeypatch.setattr(images, "_cache", type(images._cache)())
     calls: list[str] = []
-    encode_bytes, encode_pil = images._encode_bytes, images._encode_pil
+    encode_bytes, encode_pil = images.encode_bytes, images.encode_pil
 
     def counted_bytes(*args, **kwargs):
         calls.append("bytes")
@@ -34,8 +34,8 @@ def encodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append("pil")
         return encode_pil(*args, **kwargs)
 
-    monkeypatch.setattr(images, "_encode_bytes", counted_bytes)
-    monkeypatch.setattr(images, "_encode_pil", counted_pil)
+    monkeypatch.setattr(images, "encode_bytes", counted_bytes)
+    monkeypatch.setattr(images, "encode_pil", counted_pil)
     return calls
 
 

@@ -13,8 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from judge.core.images import image_part, image_parts
+from judge.core.pixels import fit
 from judge.errors import ImageError, InputError
-from judge.core.images import _fit, image_part, image_parts
 
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{32,}")
 
@@ -480,7 +481,7 @@ def test_bad_max_pixels_is_a_value_error(budget: object) -> None:
 )
 def test_fit_stays_within_budget_and_aspect_ratio(width, height, fraction) -> None:
     budget = max(1, int(width * height * fraction))
-    size = _fit((width, height), budget)
+    size = fit((width, height), budget)
     if width * height <= budget:
         assert size is None
         return
@@ -499,7 +500,7 @@ def test_fit_stays_within_budget_and_aspect_ratio(width, height, fraction) -> No
 
 
 def test_fit_is_none_without_a_budget() -> None:
-    assert _fit((10_000, 10_000), None) is None
+    assert fit((10_000, 10_000), None) is None
 
 
 # ----------------------------------------------------------------- image_parts
@@ -554,7 +555,7 @@ def test_aspect_ratio_above_200_is_an_image_error(tmp_path: Path, size: tuple[in
 def test_aspect_ratio_is_checked_on_the_size_sent() -> None:
     # 150:1, but a budget so small that the short side is pinned to one pixel
     img = Image.new("RGB", (1500, 10), "red")
-    assert _fit(img.size, 300) == (224, 1)
+    assert fit(img.size, 300) == (224, 1)
     with pytest.raises(ImageError, match="224x1"):
         image_part(img, max_pixels=300)
     assert _open(_decode(image_part(img, max_pixels=3000))[1]).size == (674, 4)  # 168:1
