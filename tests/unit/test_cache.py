@@ -28,6 +28,8 @@ from judge import CacheError, JudgmentCache, ThinkingRewardJudge
 from judge.batch.runner import run_batch
 
 cli = importlib.import_module("judge.cli.main")
+cli_common = importlib.import_module("judge.cli.common")
+cli_common = importlib.import_module("judge.cli.common")
 
 ITEMS = [
     {"question": f"What is {i}+{i}?", "response": f"<think>{i}+{i}={2 * i}</think>{2 * i}"}
@@ -432,7 +434,7 @@ def test_cli_cache_flag(tmp_path, monkeypatch, capsys):
         made.append(FakeBackend(["0.3"]))
         return made[-1]
 
-    monkeypatch.setattr(cli, "_backend", backend)
+    monkeypatch.setattr(cli_common, "make_backend", backend)
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(item) + "\n" for item in ITEMS[:3]))
     cache = str(tmp_path / "judgments.sqlite")
@@ -451,7 +453,7 @@ def test_cli_cache_flag(tmp_path, monkeypatch, capsys):
 
 def test_cli_unusable_cache_file_exits_2_before_a_backend_is_made(tmp_path, monkeypatch, capsys):
     made: list[object] = []
-    monkeypatch.setattr(cli, "_backend", lambda args, **kwargs: made.append(1))
+    monkeypatch.setattr(cli_common, "make_backend", lambda args, **kwargs: made.append(1))
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"not a database at all" * 50)
     score = ["score", "--question", "q", "--response", "r", "--cache", str(junk)]
