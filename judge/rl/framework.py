@@ -11,9 +11,9 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from judge.errors import InputError, JudgmentError
+from judge.core.inputs import info_images, info_question
+from judge.errors import JudgmentError
 from judge.rl.base import RewardAdapter
-from judge.rl.fields import image_list
 from judge.rl.planner import Plan, RewardStep, Sample
 from judge.rl.trust import trust_settings
 from judge.types import JudgeRunnable
@@ -77,22 +77,7 @@ class FrameworkReward(RewardAdapter):
         Raises:
             InputError: ``info`` carries no question under ``question_keys``.
         """
-        info = info or {}
-        for key in self.question_keys:
-            question = info.get(key)
-            if isinstance(question, str) and question:
-                break
-        else:
-            raise InputError(
-                f"{where} carries no question under {list(self.question_keys)}: put the "
-                "question (and the image, under 'images' or 'image') there in your data"
-            )
-        images = info.get("images")
-        if images is None:
-            images = info.get("image")
-        if images is None and isinstance(info.get("multi_modal_data"), Mapping):
-            images = info["multi_modal_data"].get("images", info["multi_modal_data"].get("image"))
-        return Sample(question, response, image_list(images))
+        return Sample(info_question(info, self.question_keys, where), response, info_images(info))
 
     def _plan_batch(
         self, samples: list[Sample], outcome: list[float | None] | None, step: int | None

@@ -11,19 +11,19 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from judge.rl.base import RewardAdapter, close_awaitable
-from judge.rl.fields import (
+from judge.core.inputs import (
     QuestionFrom,
-    image_list,
+    column_images,
     prompt_images,
-    question_text,
-    response_text,
+    trl_question,
+    trl_response,
 )
+from judge.rl.base import RewardAdapter, close_awaitable
 from judge.rl.planner import Plan, RewardStep, Sample, outcome_value
 from judge.rl.trust import trust_settings
 from judge.types import JudgeRunnable
 
-__all__ = ["GRPOReward", "QuestionFrom", "SyncGRPOReward", "TRLReward"]
+__all__ = ["GRPOReward", "SyncGRPOReward", "TRLReward"]
 
 
 class TRLReward(RewardAdapter):
@@ -78,9 +78,9 @@ class TRLReward(RewardAdapter):
             raise ValueError(f"the {column!r} column has {len(images)} rows for {len(prompts)}")
         samples, keys = [], []
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
-            found = image_list(images[i]) if images is not None else prompt_images(prompt)
-            question = question_text(prompt, self.question)
-            samples.append(Sample(question, response_text(completion), found))
+            found = column_images(images[i]) if images is not None else prompt_images(prompt)
+            question = trl_question(prompt, self.question)
+            samples.append(Sample(question, trl_response(completion), found))
             keys.append((prompt, images[i] if images is not None else None))
         return samples, keys
 
