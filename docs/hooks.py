@@ -18,9 +18,9 @@ ERROR_TREE = "<!-- error-tree -->"
 def render_cli_help() -> str:
     """``thinking-judge --help`` and every subcommand's help, as Markdown."""
     os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal: fix the width
-    from judge.cli.main import _parser
+    from judge.cli.main import build_parser
 
-    parser = _parser()
+    parser = build_parser()
     parts = ["## thinking-judge", "", "```text", parser.format_help().rstrip(), "```", ""]
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):

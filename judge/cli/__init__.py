@@ -1,5 +1,9 @@
-"""The ``thinking-judge`` command line (see :mod:`judge.cli.main`)."""
+"""The ``thinking-judge`` command line (see :mod:`judge.cli.main`).
 
-from judge.cli.main import main
+``judge.cli.main`` names the function (the console script is ``judge.cli:main``); the
+parser module is reached as ``from judge.cli.main import build_parser``.
+"""
 
-__all__ = ["main"]
+from judge.cli.main import build_parser, main
+
+__all__ = ["build_parser", "main"]

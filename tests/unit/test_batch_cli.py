@@ -15,6 +15,7 @@ from batch_fakes import (
 from backends import FakeBackend
 
 cli = importlib.import_module("judge.cli.main")
+cli_common = importlib.import_module("judge.cli.common")
 
 
 # -------------------------------------------------------------------------- CLI
@@ -29,7 +30,7 @@ def fake_cli_backend(monkeypatch):
         made.append(FakeBackend(scripted))
         return made[-1]
 
-    monkeypatch.setattr(cli, "_backend", backend)
+    monkeypatch.setattr(cli_common, "make_backend", backend)
     return made
 
 
@@ -78,7 +79,7 @@ def test_cli_constrained_on_a_backend_without_structured_outputs_is_a_usage_erro
     source = write_jsonl(tmp_path / "in.jsonl", records(1))
     unconstrained = FakeBackend(scripted)
     unconstrained.supports_structured_outputs = False
-    monkeypatch.setattr(cli, "_backend", lambda args, **kwargs: unconstrained)
+    monkeypatch.setattr(cli_common, "make_backend", lambda args, **kwargs: unconstrained)
     assert cli.main(["batch", str(source), "-o", str(tmp_path / "o"), "--constrained"]) == 2
     assert "structured outputs" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -92,7 +93,7 @@ def test_cli_refuses_a_foreign_output_file_with_exit_2(tmp_path, fake_cli_backen
 
 
 def test_cli_shared_options_parse_the_same_for_score_and_batch(monkeypatch):
-    monkeypatch.delenv(cli.BASE_URL_ENV, raising=False)
+    monkeypatch.delenv(cli_common.BASE_URL_ENV, raising=False)
     common = [
         "--base-url",
         "http://127.0.0.1:8000/v1",
@@ -107,30 +108,36 @@ def test_cli_shared_options_parse_the_same_for_score_and_batch(monkeypatch):
         "--model",
         "m",
     ]
-    score = cli._parser().parse_args(["score", "--question", "q", "--response", "r", *common])
-    batch = cli._parser().parse_args(["batch", "in.jsonl", "-o", "out.jsonl", *common])
+    score = cli.build_parser().parse_args(["score", "--question", "q", "--response", "r", *common])
+    batch = cli.build_parser().parse_args(["batch", "in.jsonl", "-o", "out.jsonl", *common])
     for args in (score, batch):
-        assert cli._base_urls(args) == ["http://127.0.0.1:8000/v1", "http://127.0.0.1:8001/v1"]
-        assert cli._judge_options(args) == {
+        assert cli_common.base_urls(args.base_urls) == [
+            "http://127.0.0.1:8000/v1",
+            "http://127.0.0.1:8001/v1",
+        ]
+        assert cli_common.judge_options(args) == {
             "constrained": True,
             "expected_score": True,
             "output_format": "answer_tag",
         }
     assert batch.max_concurrency == 64
-    backend = cli._backend(batch, max_concurrency=7)
+    backend = cli_common.make_backend(batch, max_concurrency=7)
     with backend:
-        assert [str(u) for u in backend.base_urls] == cli._base_urls(batch)
+        assert [str(u) for u in backend.base_urls] == cli_common.base_urls(batch.base_urls)
         assert backend.max_concurrency == 7
         assert backend.timeout == 5
         assert backend.model == "m"
 
 
 def test_cli_options_not_given_are_not_passed_to_the_judge():
-    args = cli._parser().parse_args(["batch", "in.jsonl", "-o", "out.jsonl"])
-    assert cli._judge_options(args) == {}
+    args = cli.build_parser().parse_args(["batch", "in.jsonl", "-o", "out.jsonl"])
+    assert cli_common.judge_options(args) == {}
 
 
 def test_cli_base_urls_come_from_the_environment_comma_separated(monkeypatch):
-    monkeypatch.setenv(cli.BASE_URL_ENV, "http://127.0.0.1:1/v1, http://127.0.0.1:2/v1")
-    args = cli._parser().parse_args(["batch", "in.jsonl", "-o", "out.jsonl"])
-    assert cli._base_urls(args) == ["http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1"]
+    monkeypatch.setenv(cli_common.BASE_URL_ENV, "http://127.0.0.1:1/v1, http://127.0.0.1:2/v1")
+    args = cli.build_parser().parse_args(["batch", "in.jsonl", "-o", "out.jsonl"])
+    assert cli_common.base_urls(args.base_urls) == [
+        "http://127.0.0.1:1/v1",
+        "http://127.0.0.1:2/v1",
+    ]

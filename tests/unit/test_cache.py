@@ -29,7 +29,6 @@ from judge.batch.runner import run_batch
 
 cli = importlib.import_module("judge.cli.main")
 cli_common = importlib.import_module("judge.cli.common")
-cli_common = importlib.import_module("judge.cli.common")
 
 ITEMS = [
     {"question": f"What is {i}+{i}?", "response": f"<think>{i}+{i}={2 * i}</think>{2 * i}"}

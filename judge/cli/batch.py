@@ -1,0 +1,64 @@
+"""``thinking-judge batch``: score a file of inputs into a JSON Lines file, resumably.
+
+The work is :func:`judge.batch.arun_batch`'s; this command checks the files before a
+model is loaded, reports the summary on stderr and turns Ctrl-C into a hint to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from judge.batch import arun_batch, input_format_of
+from judge.cli import common
+from judge.cli.common import UsageError, judge_options, make_judge, say
+from judge.failures import ExitStatus
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score every record of ``args.input`` into ``args.output``.
+
+    Returns:
+        The summary's exit status (:attr:`judge.batch.BatchSummary.exit_status`);
+        ``INTERRUPTED`` on Ctrl-C, ``FAILED`` when the output cannot be written.
+
+    Raises:
+        UsageError: No input file, or options that cannot be carried out.
+        BatchError: The input's format is unknown or the files cannot be used.
+        CacheError: The ``--cache`` file cannot be used.
+        BackendUnavailableError: The backend cannot run.
+    """
+    options = judge_options(args)
+    if not args.input.is_file():
+        raise UsageError(f"no input file {os.fspath(args.input)!r}")
+    if args.input_format is None:
+        input_format_of(args.input)  # fail before a model is loaded
+    # through the module: tests replace it
+    backend = common.make_backend(args, max_concurrency=args.max_concurrency)
+    with backend:
+        judge = make_judge(backend, options)
+        try:
+            summary = asyncio.run(
+                arun_batch(
+                    judge,
+                    args.input,
+                    args.output,
+                    input_format=args.input_format,
+                    max_concurrency=args.max_concurrency,
+                    retry_failed=args.retry_failed,
+                    progress=args.progress,
+                )
+            )
+        except KeyboardInterrupt:
+            say("interrupted; run the same command again to resume")
+            return ExitStatus.INTERRUPTED
+        except OSError as exc:
+            say(f"writing {os.fspath(args.output)!r} failed: {exc}")
+            return ExitStatus.FAILED
+    print(f"thinking-judge batch: {summary.describe()}", file=sys.stderr)
+    return summary.exit_status
+
+
+__all__ = ["run"]
