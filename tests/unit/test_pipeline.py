@@ -1,0 +1,156 @@
+"""The judging dialogue without I/O, driven by hand: no backend call, no Runnable."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from backends.base import Completion, JudgeRequest, Result, TokenLogprob
+from backends.errors import BackendTimeoutError
+from judge.core.parse import SCORE_GRID
+from judge.core.pipeline import JudgeOptions, JudgmentPipeline, advance
+from judge.errors import ConstraintError
+from judge.failures import FailureKind
+from judge.types import ThinkingScore
+
+ITEM = {"question": "What is 2+2?", "response": "<think>2+2=4</think>4"}
+
+
+class Capabilities:
+    """What the pipeline reads of a backend; it has no generate/agenerate at all."""
+
+    name = "stub"
+    supports_repetition_penalty = True
+    supports_continuation = True
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": "m"}
+
+    def sent_sampling(self, request: JudgeRequest) -> dict[str, Any]:
+        return request.sampling()
+
+
+def run(
+    pipeline: JudgmentPipeline, inputs: list[Any], answer: Any
+) -> tuple[list[list[JudgeRequest]], list[ThinkingScore | Exception]]:
+    """Drive the dialogue, answering each request with ``answer(request)``."""
+    asked: list[list[JudgeRequest]] = []
+    steps = pipeline.run(inputs)
+    done, value = advance(steps, None)
+    while not done:
+        asked.append(value)
+        done, value = advance(steps, [answer(request) for request in value])
+    return asked, value
+
+
+def tok(token: str, top: dict[str, float]) -> TokenLogprob:
+    pairs = tuple(sorted(((t, math.log(p)) for t, p in top.items()), key=lambda x: -x[1]))
+    return TokenLogprob(token, dict(pairs)[token], pairs)
+
+
+def test_one_round_one_request_per_valid_input_and_input_errors_as_values():
+    pipeline = JudgmentPipeline(JudgeOptions(), Capabilities())
+    asked, scores = run(pipeline, [ITEM, {"question": "q"}, ITEM], lambda r: Completion("0.7"))
+    assert [len(requests) for requests in asked] == [2]
+    good, bad, again = scores
+    assert isinstance(good, ThinkingScore)
+    assert good.score == 0.7
+    assert isinstance(bad, ThinkingScore)
+    assert bad.error_kind is FailureKind.INPUT
+    assert "'response'" in (bad.error or "")
+    assert isinstance(again, ThinkingScore)
+    assert again.prompt_sha256 == good.prompt_sha256
+    assert good.metadata["sampling"] == {
+        "temperature": 0.0,
+        "max_tokens": 16,
+        "repetition_penalty": 1.0,
+    }
+    assert "cache" not in good.metadata
+
+
+def test_a_backend_failure_keeps_its_kind_and_attempts():
+    error = BackendTimeoutError("slow", attempts=3)
+    _asked, [score] = run(JudgmentPipeline(JudgeOptions(), Capabilities()), [ITEM], lambda r: error)
+    assert isinstance(score, ThinkingScore)
+    assert score.error_kind is FailureKind.TIMEOUT
+    assert score.metadata["attempts"] == 3
+
+
+def test_raise_on_error_returns_the_typed_error_instead_of_a_score():
+    pipeline = JudgmentPipeline(JudgeOptions(raise_on_error=True), Capabilities())
+    _asked, [score] = run(pipeline, [ITEM], lambda r: Completion("maybe 0.7"))
+    assert type(score).__name__ == "ScoreParseError"
+
+
+def test_too_few_or_too_many_results_is_a_bug_not_a_judgment():
+    for results in ([], [Completion("0.1"), Completion("0.2")]):
+        steps = JudgmentPipeline(JudgeOptions(), Capabilities()).run([ITEM])
+        advance(steps, None)
+        with pytest.raises(RuntimeError, match=f"returned {len(results)} results for 1"):
+            advance(steps, results)
+
+
+def test_the_cache_is_reported_from_the_completion():
+    pipeline = JudgmentPipeline(JudgeOptions(cache_in_use=True), Capabilities())
+    answers = iter([Completion("0.3", cached=True), Completion("0.4"), BackendTimeoutError("t")])
+    _asked, scores = run(pipeline, [ITEM, ITEM, ITEM, {}], lambda r: next(answers))
+    assert [s.metadata.get("cache") for s in scores if isinstance(s, ThinkingScore)] == [
+        "hit",
+        "miss",
+        "miss",
+        None,  # never asked: nothing was looked up
+    ]
+
+
+def test_constraint_refuses_an_answer_outside_the_grid_and_the_cache_keeps_only_scores():
+    pipeline = JudgmentPipeline(JudgeOptions(constrained=True), Capabilities())
+    [[request]], [score] = run(pipeline, [ITEM], lambda r: Completion("0.75"))
+    assert request.extra == {"structured_outputs": {"choice": list(SCORE_GRID)}}
+    assert pipeline.constraint() == request.extra
+    assert isinstance(score, ThinkingScore)
+    assert score.error_kind is FailureKind.CONSTRAINT
+    with pytest.raises(ConstraintError):
+        pipeline.parse(Completion("0.75"))
+    assert pipeline.cacheable(request, Completion("0.7"))
+    assert not pipeline.cacheable(request, Completion("0.75"))
+    assert not pipeline.cacheable(request, Completion("no score"))
+
+
+def test_expected_score_asks_the_continuations_it_needs():
+    """An answer "1.0" says nothing after "0": one continuation of "0" reads the rest."""
+    first = tok("1", {"1": 0.6, "0": 0.4})
+    answer = Completion("1.0", logprobs=(first, tok(".", {".": 1.0}), tok("0", {"0": 1.0})))
+    rest = Completion(
+        ".5", logprobs=(tok(".", {".": 0.5, "<|im_end|>": 0.5}), tok("5", {"5": 1.0}))
+    )
+
+    def reply(request: JudgeRequest) -> Result:
+        return rest if request.continue_final_message else answer
+
+    pipeline = JudgmentPipeline(JudgeOptions(expected_score=True), Capabilities())
+    asked, [score] = run(pipeline, [ITEM], reply)
+    assert [len(requests) for requests in asked] == [1, 1]
+    continuation = asked[1][0]
+    assert continuation.messages[-1] == {"role": "assistant", "content": "0"}
+    assert pipeline.cacheable(continuation, rest)
+    assert not pipeline.cacheable(continuation, Completion(".5"))  # no logprobs: useless
+    assert isinstance(score, ThinkingScore)
+    assert score.score == 1.0
+    assert score.expected_score == pytest.approx(0.6 + 0.4 * 0.5 * 0.5)
+    assert score.metadata["expected_score"]["sources"]["after_zero"] == "continuation"
+
+
+def test_without_continuations_the_reason_is_recorded():
+    class NoContinuation(Capabilities):
+        supports_continuation = False
+
+    first = tok("1", {"1": 0.6, "0": 0.4})
+    answer = Completion("1.0", logprobs=(first, tok(".", {".": 1.0}), tok("0", {"0": 1.0})))
+    pipeline = JudgmentPipeline(JudgeOptions(expected_score=True), NoContinuation())
+    asked, [score] = run(pipeline, [ITEM], lambda r: answer)
+    assert len(asked) == 1
+    assert isinstance(score, ThinkingScore)
+    assert score.expected_score is None
+    assert "supports_continuation=False" in score.metadata["expected_score"]["reason"]
