@@ -1,7 +1,8 @@
 """The former single module of the RL rewards: its names, from their new modules.
 
-Kept while ``judge.runnable``, ``judge/__init__.py`` and the API docs still name
-``judge.rl.rewards``; import from :mod:`judge.rl` instead.
+Kept only while the API reference (``docs/api.md``) renders ``judge.rl.rewards``;
+import from :mod:`judge.rl` instead. Delete this module once that page names
+:mod:`judge.rl` and its modules.
 """
 
 from judge.rl import (
