@@ -60,25 +60,11 @@ same reason, a ``ChatOpenAI`` whose async API is used from several event loops i
 (several ``asyncio.run`` calls, a loop per test) needs its own
 ``http_async_client=openai.DefaultAsyncHttpxClient()`` per loop.
 
-Errors. A failed request gets a typed error in its place, never an exception:
-
-- an HTTP status (``openai.APIStatusError``, or any exception with an integer
-  ``status_code``): :class:`~backends.errors.BackendHTTPError` with the status and any
-  ``Retry-After``;
-- ``openai.APITimeoutError``, LangChain's ``ModelTimeoutError``, ``TimeoutError``:
-  :class:`~backends.errors.BackendTimeoutError`;
-- ``openai.APIConnectionError``, LangChain's ``ModelConnectionError``,
-  ``ConnectionError``: :class:`~backends.errors.BackendConnectionError`;
-- LangChain's ``ModelRateLimitError`` without a status:
-  ``BackendHTTPError(status=429)``;
-- a reply that is not a message or whose logprobs are malformed:
-  :class:`~backends.errors.BackendResponseError`;
-- anything else: :class:`~backends.errors.BackendError`.
-
-Messages name the chat model class and the host's own message, scrubbed of the chat
-model's secrets, of base64 and of any echo of the request
-(:func:`~backends.openai_compatible.scrub`). Retries are the chat model's own (e.g.
-``ChatOpenAI(max_retries=...)``), so ``attempts`` is 1 for a request that was sent.
+Errors. A failed request gets a typed error in its place, never an exception (see
+:mod:`backends.chat_model_replies` for the mapping); messages are scrubbed of the chat
+model's secrets, of base64 and of any echo of the request. Retries are the chat
+model's own (e.g. ``ChatOpenAI(max_retries=...)``), so ``attempts`` is 1 for a request
+that was sent.
 """
 
 from __future__ import annotations
@@ -90,50 +76,17 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
-import openai
-from langchain_core import exceptions as lc_exceptions
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, convert_to_messages
 from langchain_core.runnables import RunnableConfig, ensure_config
 from pydantic import SecretStr
 
-from backends.base import Backend, Completion, JudgeRequest, Result, TokenLogprob, content_text
-from backends.errors import (
-    BackendConnectionError,
-    BackendContextLengthError,
-    BackendError,
-    BackendHTTPError,
-    BackendResponseError,
-    BackendTimeoutError,
-    says_context_length,
-)
-from backends.openai_compatible import (
-    _request_fragments,
-    _token_logprob,
-    parse_retry_after,
-    scrub,
-)
+from backends.base import Backend, JudgeRequest, Result
+from backends.chat_model_replies import error_result, reply_result, safe_message
+from backends.errors import BackendError
 
 logger = logging.getLogger(__name__)
-
-
-def _lc_errors(*names: str) -> tuple[type[BaseException], ...]:
-    """LangChain's provider-neutral model errors that this langchain-core defines."""
-    found = (getattr(lc_exceptions, name, None) for name in names)
-    return tuple(cls for cls in found if isinstance(cls, type))
-
-
-_TIMEOUT_ERRORS = (openai.APITimeoutError, TimeoutError, *_lc_errors("ModelTimeoutError"))
-_CONNECTION_ERRORS = (
-    openai.APIConnectionError,
-    ConnectionError,
-    *_lc_errors("ModelConnectionError"),
-)
-_RATE_LIMIT_ERRORS: tuple[type[BaseException], ...] = (
-    openai.RateLimitError,
-    *_lc_errors("ModelRateLimitError"),
-)
 
 
 @dataclass(slots=True)
@@ -471,124 +424,19 @@ class ChatModelBackend(Backend):
 
     def _result(self, output: Any, request: JudgeRequest, latency: float) -> Result:
         """A completion from the chat model's message, or the typed error."""
-        if isinstance(output, Exception):
-            return self._error(output, request)
-        if not isinstance(output, BaseMessage):
-            return BackendResponseError(
-                f"{self.chat_model} returned a {type(output).__name__}, not a message",
-                backend=self.name,
-            )
-        metadata = output.response_metadata or {}
-        try:
-            logprobs = _logprobs(metadata.get("logprobs"))
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-            return BackendResponseError(
-                f"{self.chat_model} returned logprobs in an unknown shape", backend=self.name
-            )
-        prompt_tokens, completion_tokens = _usage(output)
-        return Completion(
-            text=content_text(output.content),
-            finish_reason=(
-                metadata.get("finish_reason")
-                or metadata.get("stop_reason")
-                or metadata.get("done_reason")
-            ),
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            logprobs=logprobs,
-            model=metadata.get("model_name") or metadata.get("model") or self.model,
-            latency_s=latency,
+        return reply_result(
+            output,
+            chat_model=self.chat_model,
+            backend=self.name,
+            model=self.model,
+            latency=latency,
+            safe=lambda exc: safe_message(exc, self._secrets, request),
         )
 
     def _error(self, exc: BaseException, request: JudgeRequest) -> BackendError:
         """The typed error for an exception the chat model raised for ``request``."""
-        what = self.chat_model
-        if isinstance(exc, BackendError):
-            return exc
-        if isinstance(exc, openai.APIResponseValidationError):
-            return BackendResponseError(
-                f"{what} got an unusable reply: {self._safe(exc, request)}", backend=self.name
-            )
-        status = _status(exc)
-        if status is None and isinstance(exc, _RATE_LIMIT_ERRORS):
-            status = 429
-        if status is not None:
-            response = getattr(exc, "response", None)
-            headers = getattr(response, "headers", None)
-            message = self._safe(exc, request)
-            if 400 <= status < 500 and status != 429 and says_context_length(message):
-                return BackendContextLengthError(
-                    f"HTTP {status} from {what}: {message}", status=status, backend=self.name
-                )
-            return BackendHTTPError(
-                f"HTTP {status} from {what}: {self._safe(exc, request)}",
-                status=status,
-                retry_after=parse_retry_after(headers) if isinstance(headers, Mapping) else None,
-                backend=self.name,
-            )
-        if isinstance(exc, _TIMEOUT_ERRORS):
-            return BackendTimeoutError(
-                f"{what} got no complete reply in time ({type(exc).__name__})", backend=self.name
-            )
-        if isinstance(exc, _CONNECTION_ERRORS):
-            return BackendConnectionError(
-                f"{what} could not reach its host: {type(exc).__name__}: "
-                f"{self._safe(exc, request)}",
-                backend=self.name,
-            )
-        return BackendError(
-            f"{what} failed: {type(exc).__name__}: {self._safe(exc, request)}", backend=self.name
-        )
-
-    def _safe(self, exc: BaseException, request: JudgeRequest) -> str:
-        """The exception's message (the host's own, when it sent one), made safe."""
-        secrets = [secret.get_secret_value() for secret in self._secrets]
-        text = scrub(_host_message(exc), secrets, cut_at=_request_fragments(request))
-        return text or "(no message)"
-
-
-def _status(exc: BaseException) -> int | None:
-    """The HTTP status an exception carries (``status_code``, or its response's)."""
-    for holder in (exc, getattr(exc, "response", None)):
-        status = getattr(holder, "status_code", None)
-        # 400-599 only: langchain_openai attaches a 200 response to errors raised after it.
-        if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
-            return status
-    return None
-
-
-def _host_message(exc: BaseException) -> str:
-    """The host's message from an SDK error's parsed ``body``, else the exception's text."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, Mapping):
-        message = body.get("message") or body.get("detail")
-        error = body.get("error")
-        if message is None and isinstance(error, Mapping):
-            message = error.get("message")
-        elif message is None and isinstance(error, str):
-            message = error
-        if isinstance(message, str):
-            return message
-    return str(exc)
-
-
-def _usage(message: BaseMessage) -> tuple[int | None, int | None]:
-    """Prompt and completion tokens from ``usage_metadata`` or the provider's usage."""
-    usage = getattr(message, "usage_metadata", None)
-    if usage:
-        return usage.get("input_tokens"), usage.get("output_tokens")
-    metadata = message.response_metadata or {}
-    token_usage = metadata.get("token_usage") or metadata.get("usage")
-    if isinstance(token_usage, Mapping):
-        return token_usage.get("prompt_tokens"), token_usage.get("completion_tokens")
-    return None, None
-
-
-def _logprobs(value: Any) -> tuple[TokenLogprob, ...] | None:
-    """OpenAI-shaped ``{"content": [...]}`` logprobs, or None when there are none."""
-    if not isinstance(value, Mapping) or value.get("content") is None:
-        return None
-    return tuple(_token_logprob(item) for item in value["content"])
+        safe = lambda error: safe_message(error, self._secrets, request)  # noqa: E731
+        return error_result(exc, chat_model=self.chat_model, backend=self.name, safe=safe)
 
 
 __all__ = ["ChatModelBackend"]

@@ -79,6 +79,7 @@ class Tries:
         number: Attempts sent so far (the attempt function counts them).
         retries: Paid retries so far.
         tried: Replicas it was sent to.
+        last: The error the last attempt returned, if it failed.
         free: Whether the retry about to be made is a free fail-over.
         final: Set by an attempt whose result must not be retried (out of time).
         gave_up: Why no further attempt is made, when it is the deadline.
@@ -88,6 +89,7 @@ class Tries:
     number: int = 0
     retries: int = 0
     tried: set[int] = field(default_factory=set)
+    last: BackendError | None = None
     free: bool = False
     final: bool = False
     gave_up: str = ""
@@ -214,10 +216,16 @@ async def with_retries(
     first = await attempt(tries)
     if _settled(first, tries):  # the hot path: no tenacity
         return first
+    tries.last = first  # type: ignore[assignment]  # not settled: an error
     replay: list[Result] = [first]
 
     async def again(tries: Tries) -> Result:
-        return replay.pop() if replay else await attempt(tries)
+        if replay:
+            return replay.pop()
+        result = await attempt(tries)
+        if isinstance(result, BackendError) and not tries.final:
+            tries.last = result
+        return result
 
     def after(state: RetryCallState) -> None:
         tries.free = fails_over is not None and fails_over(_error(state), tries)

@@ -8,19 +8,9 @@ from __future__ import annotations
 import threading
 
 import pytest
+from fake_clock import FakeClock
 
 from backends.replica_pool import EndpointPool
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def make(size: int = 3, **kwargs) -> tuple[EndpointPool, FakeClock]:

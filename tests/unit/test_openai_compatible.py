@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
-from test_endpoints import FakeClock  # the same injected clock as the pool's own tests
+from fake_clock import FakeClock  # the same injected clock as the pool's own tests
 from threaded_host import ThreadedHost
 
 from backends.base import Completion, JudgeRequest
@@ -601,7 +601,7 @@ async def test_concurrent_calls_share_one_session(server, make_backend):
     assert [[r.text for r in batch] for batch in batches] == [  # type: ignore[union-attr]
         [f"{b}-{i}" for i in range(5)] for b in range(4)
     ]
-    assert len(backend._sessions) == 1
+    assert len(backend.transport.sessions) == 1
 
 
 # --------------------------------------------------------------------------- secrets
@@ -698,23 +698,23 @@ async def test_generate_inside_a_running_loop(server, make_backend):
     threaded = await asyncio.to_thread(backend.generate, [request("thread")])
     native = await backend.agenerate([request("async")])
     assert [r[0].text for r in (blocking, threaded, native)] == ["direct", "thread", "async"]  # type: ignore[union-attr]
-    assert len(backend._sessions) == 2  # this loop's and the private loop's
+    assert len(backend.transport.sessions) == 2  # this loop's and the private loop's
     await backend.aclose()
-    assert backend._sessions == {}
+    assert backend.transport.sessions == {}
     assert not backend._sync_runner.started
 
 
 async def test_async_context_manager_closes_sessions(server, make_backend):
     async with make_backend() as backend:
         await backend.agenerate([request()])
-        session = next(iter(backend._sessions.values())).session
+        session = next(iter(backend.transport.sessions.values())).session
     assert session.closed
 
 
 async def test_sync_close_inside_a_running_loop(server, make_backend):
     backend = make_backend()
     await backend.agenerate([request()])
-    session = next(iter(backend._sessions.values())).session
+    session = next(iter(backend.transport.sessions.values())).session
     backend.close()  # a sync close in async code: scheduled on this loop
     await asyncio.sleep(0.01)
     for _ in range(100):
@@ -1103,7 +1103,7 @@ async def test_batch_of_300_survives_every_kind_of_fault(server, make_backend, m
     assert waits.count(2.0) == planned.count("429:2")  # Retry-After honoured, each time
     assert all(w == 2.0 or w < 0.01 for w in waits)  # else the tiny full-jitter backoff
     assert sum(r.attempts for r in results) >= server.count >= len(texts) + len(planned)
-    assert backend._pool.state(0).live  # a single host is never ejected
+    assert backend.replicas.pool.state(0).live  # a single host is never ejected
 
 
 async def test_dead_host_gives_typed_errors_never_a_completion(make_backend):
@@ -1116,7 +1116,7 @@ async def test_dead_host_gives_typed_errors_never_a_completion(make_backend):
         assert error.attempts == 3
         assert "(after 3 attempts)" in str(error)
         assert dead.removesuffix("/v1") in str(error)
-    assert backend._pool.state(0).live
+    assert backend.replicas.pool.state(0).live
 
 
 async def test_dead_fleet_waits_for_a_host_then_gives_up_at_the_deadline(make_backend, caplog):
@@ -1128,7 +1128,7 @@ async def test_dead_fleet_waits_for_a_host_then_gives_up_at_the_deadline(make_ba
     for error in results:
         assert isinstance(error, BackendConnectionError), error
         assert "no host came back within the 0.5 s deadline" in str(error)
-    assert backend._pool.live_count == 0
+    assert backend.replicas.pool.live_count == 0
     assert "every host is ejected; waiting" in caplog.text
     assert "still down" in caplog.text  # probes ran, and failed
     [late] = await backend.agenerate([request("late")])  # every host ejected before it came
@@ -1149,8 +1149,8 @@ async def test_one_host_dead_from_the_start(server, make_backend):
     extra = sum(r.attempts for r in results) - 50
     assert extra >= 2  # the dead host was tried until ejected (eject_after=2) ...
     assert max(r.attempts for r in results) == 2  # ... and each request failed over once, free
-    assert not backend._pool.state(0).live
-    assert backend._pool.state(1).live
+    assert not backend.replicas.pool.state(0).live
+    assert backend.replicas.pool.state(1).live
     assert backend.describe()["base_urls"] == [dead, server.url]
     assert "base_urls=" in repr(backend)
     await backend.aclose()
@@ -1171,7 +1171,7 @@ async def test_host_killed_mid_batch(server, make_backend, other_hosts):
     assert doomed.killed
     assert doomed.count >= 40
     assert server.count >= 200 - 39  # everything the doomed host did not answer
-    assert not backend._pool.state(0).live
+    assert not backend.replicas.pool.state(0).live
     await backend.aclose()
 
 
@@ -1211,11 +1211,11 @@ async def test_ejected_host_is_readmitted_after_a_healthy_probe(
     flaky.down = True
     backend = make_backend(cls=cls, base_url=[flaky.url, server.url], eject_after=1, cooldown=1.0)
     clock = FakeClock()
-    backend._pool.clock = clock
+    backend.replicas.pool.clock = clock
     first = await backend.agenerate([request(f"a{i}") for i in range(6)], max_concurrency=1)
     assert all(isinstance(r, Completion) for r in first)
     assert flaky.count == 1  # one 503, ejected, failed over; the rest went elsewhere
-    assert not backend._pool.state(0).live
+    assert not backend.replicas.pool.state(0).live
     assert flaky.probes == []  # no probe before the cool-down is over
 
     flaky.down = False
@@ -1225,7 +1225,7 @@ async def test_ejected_host_is_readmitted_after_a_healthy_probe(
     clock.advance(0.5)
     [result] = await backend.agenerate([request("c")])  # starts the probe; does not wait for it
     assert isinstance(result, Completion)
-    await until(lambda: backend._pool.state(0).live, "re-admitted")
+    await until(lambda: backend.replicas.pool.state(0).live, "re-admitted")
     assert flaky.probes == [probe_path]
 
     before = flaky.count
@@ -1253,8 +1253,8 @@ async def test_every_host_ejected_requests_wait_for_one_to_return(
     results = await backend.agenerate([request(t) for t in texts], max_concurrency=4)
     assert [getattr(r, "text", str(r)) for r in results] == texts
     assert len(recovering.probes) == 2
-    assert backend._pool.state(0).live
-    assert not backend._pool.state(1).live
+    assert backend.replicas.pool.state(0).live
+    assert not backend.replicas.pool.state(1).live
     await backend.aclose()
 
 
@@ -1264,7 +1264,7 @@ async def test_429_is_backpressure_not_a_dead_host(server, make_backend, other_h
     backend = make_backend(base_url=[pushy.url, server.url], eject_after=1)
     results = await backend.agenerate([request(str(i)) for i in range(6)], max_concurrency=1)
     assert all(isinstance(r, Completion) for r in results)
-    assert backend._pool.state(0).live
+    assert backend.replicas.pool.state(0).live
     await backend.aclose()
 
 
@@ -1279,7 +1279,7 @@ async def test_4xx_neither_retried_nor_failed_over(server, make_backend, other_h
     assert not isinstance(result, BackendContextLengthError)
     assert result.attempts == 1
     assert other.count + server.count == 1
-    assert backend._pool.live_count == 2
+    assert backend.replicas.pool.live_count == 2
     await backend.aclose()
 
 
@@ -1309,7 +1309,7 @@ async def test_context_length_fails_alone_in_a_batch(server, make_backend):
 async def test_deadline_stops_the_retries(server, make_backend, monkeypatch):
     backend = make_backend(max_retries=10, deadline=10.0, backoff_max=30.0)
     clock = FakeClock()
-    backend._pool.clock = clock
+    backend.replicas.pool.clock = clock
     waits: list[float] = []
 
     async def sleep(seconds: float) -> None:
@@ -1331,7 +1331,7 @@ async def test_deadline_stops_the_retries(server, make_backend, monkeypatch):
 async def test_attempt_timeout_is_cut_to_the_deadline(server, make_backend, monkeypatch):
     backend = make_backend(timeout=10.0, deadline=10.0, max_retries=5)
     clock = FakeClock()
-    backend._pool.clock = clock
+    backend.replicas.pool.clock = clock
 
     async def sleep(seconds: float) -> None:
         clock.advance(9.7)
