@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from pydantic import SecretStr
 from fake_clock import FakeClock  # the same injected clock as the pool's own tests
+from pydantic import SecretStr
 from threaded_host import ThreadedHost
 
 from backends.base import Completion, JudgeRequest
