@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from backends import _torch_compat
+from backends._torch_compat import install_in_process_tree
 from backends.base import Completion, JudgeRequest, Result, SyncBackend, TokenLogprob
 from backends.errors import (
     BackendContextLengthError,
@@ -34,7 +34,7 @@ def import_vllm() -> Any:
     """Import vllm, or raise BackendUnavailableError saying which extra to install."""
     # A no-op unless pip mixed torch builds; also in the processes vLLM starts from here
     # (engine core, registry subprocess): see backends._torch_compat.
-    _torch_compat.install_in_process_tree()
+    install_in_process_tree()
     try:
         return importlib.import_module("vllm")
     except ImportError as exc:

@@ -140,7 +140,7 @@ def test_import_vllm_installs_the_repair_before_vllm(monkeypatch):
     from backends import vllm_offline
 
     calls: list[str] = []
-    monkeypatch.setattr(_torch_compat, "install_in_process_tree", lambda: calls.append("repair"))
+    monkeypatch.setattr(vllm_offline, "install_in_process_tree", lambda: calls.append("repair"))
     importer = SimpleNamespace(import_module=lambda name: calls.append(name) or object())
     monkeypatch.setattr(vllm_offline, "importlib", importer)
     vllm_offline.import_vllm()
