@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import get_callback_manager_for_config, get_config_list
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from backends.base import Backend
 from backends.caching import CachingBackend, JudgmentCache
@@ -104,6 +104,8 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
     output_format: OutputFormat = "bare"
     neutralize_special_tokens: bool = True
     cache: JudgmentCache | None = None
+
+    _built: tuple[tuple[Any, ...], JudgmentPipeline, Backend] | None = PrivateAttr(default=None)
 
     @field_validator("cache", mode="before")
     @classmethod
@@ -203,10 +205,34 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
         The backend is :attr:`backend`, wrapped in a
         :class:`~backends.caching.CachingBackend` when a :attr:`cache` is set.
         """
+        # Built once per settings (a pipeline holds no per-batch state), not per call: the
+        # settings are read on every call, so a field changed or a copy made afterwards
+        # gets a pipeline of its own.
+        settings = (
+            self.backend,
+            self.cache,
+            self.max_tokens,
+            self.temperature,
+            self.repetition_penalty,
+            self.max_pixels,
+            self.constrained,
+            self.expected_score,
+            self.top_logprobs,
+            self.output_format,
+            self.neutralize_special_tokens,
+            self.raise_on_error,
+        )
+        # Read straight from pydantic's private store: ``self._built`` goes through
+        # BaseModel.__getattr__, which costs about as much as building a pipeline.
+        built = self.__pydantic_private__.get("_built") if self.__pydantic_private__ else None
+        if built is not None and built[0] == settings:
+            return built[1], built[2]
         pipeline = JudgmentPipeline(self.options(), self.backend)
-        if self.cache is None:
-            return pipeline, self.backend
-        return pipeline, CachingBackend(self.backend, self.cache, cacheable=pipeline.cacheable)
+        backend = self.backend
+        if self.cache is not None:
+            backend = CachingBackend(backend, self.cache, cacheable=pipeline.cacheable)
+        self._built = (settings, pipeline, backend)
+        return pipeline, backend
 
     def _judge_batch(
         self, inputs: list[JudgeInput], config: list[RunnableConfig]

@@ -154,11 +154,12 @@ class JudgmentPipeline:
             options.repetition_penalty if backend.supports_repetition_penalty else None
         )
         prefix, self._suffix = ANSWER_TAG if tagged else ("", "")
-        choices = constraint_choices(prefix, self._suffix)
-        self._choices = frozenset(choices)
-        self._extra: dict[str, Any] = (
-            {"structured_outputs": {"choice": choices}} if options.constrained else {}
-        )
+        self._choices: frozenset[str] = frozenset()
+        self._extra: dict[str, Any] = {}
+        if options.constrained:
+            choices = constraint_choices(prefix, self._suffix)
+            self._choices = frozenset(choices)
+            self._extra = {"structured_outputs": {"choice": choices}}
 
     # -- the dialogue -------------------------------------------------------------------------
 

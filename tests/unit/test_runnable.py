@@ -301,3 +301,32 @@ def test_traces_describe_images_and_never_carry_their_bytes(asynchronous):
     assert "data URL, image/png" in shown
     assert base64.b64encode(image).decode()[:40] not in shown
     assert "\\x89PNG" not in shown
+
+
+def test_the_pipeline_follows_the_judges_settings():
+    judge = ThinkingRewardJudge(backend=FakeBackend(["0.7"]))
+    first, backend = judge.pipeline()
+    assert backend is judge.backend
+    assert judge.pipeline()[0] is first  # built once per settings
+    judge.temperature = 0.5
+    changed, _ = judge.pipeline()
+    assert changed is not first
+    assert changed.options.temperature == 0.5
+    copy = judge.model_copy(update={"expected_score": True})
+    assert copy.pipeline()[0].options.expected_score
+    assert judge.pipeline()[0] is changed
+    assert (
+        judge.invoke({"question": "q", "response": "r"}).metadata["sampling"]["temperature"] == 0.5
+    )
+
+
+def test_a_cache_wraps_the_backend(tmp_path):
+    from backends.caching import CachingBackend
+
+    judge = ThinkingRewardJudge(backend=FakeBackend(["0.7"]), cache=tmp_path / "c.sqlite")
+    pipeline, backend = judge.pipeline()
+    assert isinstance(backend, CachingBackend)
+    assert backend.inner is judge.backend
+    assert pipeline.options.cache_in_use
+    item = {"question": "q", "response": "r"}
+    assert [judge.invoke(item).metadata["cache"] for _ in range(2)] == ["miss", "hit"]
