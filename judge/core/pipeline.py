@@ -203,6 +203,10 @@ class JudgmentPipeline:
 
     # -- requests ---------------------------------------------------------------------------
 
+    def requests(self, inputs: Sequence[Any]) -> list[JudgeRequest]:
+        """The requests the first round of :meth:`run` sends: the valid inputs', in order."""
+        return [j.request for j in map(self.prepare, inputs) if j.request is not None]
+
     def prepare(self, item: Any) -> Judgment:
         """Check one input and render its request; an input error becomes a value."""
         options = self.options

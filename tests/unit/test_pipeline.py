@@ -154,3 +154,9 @@ def test_without_continuations_the_reason_is_recorded():
     assert isinstance(score, ThinkingScore)
     assert score.expected_score is None
     assert "supports_continuation=False" in score.metadata["expected_score"]["reason"]
+
+
+def test_requests_are_the_first_rounds():
+    pipeline = JudgmentPipeline(JudgeOptions(), Capabilities())
+    asked, _scores = run(pipeline, [ITEM, {}, ITEM], lambda r: Completion("0.1"))
+    assert pipeline.requests([ITEM, {}, ITEM]) == asked[0]
