@@ -45,22 +45,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import aiohttp
+from pydantic import SecretStr
 from typing_extensions import Self
 from yarl import URL
 
 from backends.base import JudgeRequest, Result
-from backends.errors import (
-    BackendError,
-    BackendHTTPError,
-    BackendResponseError,
-)
-from backends.openai_compatible import (
-    _TRANSPORT_ERRORS,
-    OpenAICompatibleBackend,
-    _display_url,
-    _loads,
-)
+from backends.errors import BackendError, BackendResponseError
+from backends.openai_compatible import OpenAICompatibleBackend
+from backends.openai_wire import display_url, loads
 from backends.vllm_launch import (
     ServerProcess,
     api_root,
@@ -139,6 +131,13 @@ def _server_root(base_url: URL) -> URL:
     return base_url.with_query(None).with_path(
         path[: -len("/v1")] if path.endswith("/v1") else path
     )
+
+
+def _launch_key(api_key: SecretStr | str | None, api_key_env: str) -> str | None:
+    """The API key a launched server is given: the backend's (as its constructor reads it)."""
+    if api_key is None:
+        return os.environ.get(api_key_env) or None
+    return api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
 
 
 class VLLMServerBackend(OpenAICompatibleBackend):
@@ -260,8 +259,8 @@ class VLLMServerBackend(OpenAICompatibleBackend):
 
         async def healthy(root: URL) -> bool:
             try:
-                status, _ = await self._get(root / "health", timeout)
-            except _TRANSPORT_ERRORS:
+                status, _ = await self.transport.get(root / "health", timeout=timeout)
+            except BackendError:
                 return False
             return status == 200
 
@@ -271,9 +270,9 @@ class VLLMServerBackend(OpenAICompatibleBackend):
         """Sync :meth:`ahealth`."""
         return self._sync_runner.run(self.ahealth(timeout))
 
-    def _probe_url(self, endpoint: int) -> URL:
+    def probe_url(self, index: int) -> URL:
         """An ejected replica is re-admitted once ``GET /health`` answers below 500."""
-        return self._roots[endpoint] / "health"
+        return self._roots[index] / "health"
 
     async def aversion(self) -> str:
         """The server's vLLM version (``GET /version``), asked once and then cached.
@@ -305,32 +304,19 @@ class VLLMServerBackend(OpenAICompatibleBackend):
 
     async def _ask_version(self, root: URL) -> str:
         url = root / "version"
-        shown = str(_display_url(url))
-        try:
-            status, body = await self._get(url, self.timeout)
-        except _TRANSPORT_ERRORS as exc:
-            raise self._transport_error(exc, shown) from None
+        status, body = await self.transport.get(url)
         if status != 200:
-            raise BackendHTTPError(
-                f"HTTP {status} from {shown}: {self._host_message(body)}",
-                status=status,
-                backend=self.name,
-            )
+            raise self.transport.http_error(status, body, display_url(url))
         try:
-            return str(_loads(body)["version"])
+            return str(loads(body)["version"])
         except (ValueError, KeyError, TypeError):
             raise BackendResponseError(
-                f"unusable reply from {shown}: no version", backend=self.name
+                f"unusable reply from {display_url(url)}: no version", backend=self.name
             ) from None
 
     def version(self) -> str:
         """Sync :meth:`aversion`."""
         return self._sync_runner.run(self.aversion())
-
-    async def _get(self, url: URL, timeout: float) -> tuple[int, bytes]:
-        session = await self._session()
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-            return response.status, await response.read()
 
     # ----------------------------------------------------------------- a server of our own
 
@@ -401,8 +387,11 @@ class VLLMServerBackend(OpenAICompatibleBackend):
                 "through its environment, never its command line"
             )
         port = free_port(host) if port is None else port
-        backend = cls(api_root(host, port), served_model_name, **(backend_kwargs or {}))
-        key = backend._api_key.get_secret_value() if backend._api_key is not None else None
+        kwargs = dict(backend_kwargs or {})
+        backend = cls(api_root(host, port), served_model_name, **kwargs)
+        key = _launch_key(
+            kwargs.get("api_key"), kwargs.get("api_key_env") or cls.default_api_key_env
+        )
         child_env = server_environment(env)
         if key is not None:
             child_env.setdefault("VLLM_API_KEY", key)
