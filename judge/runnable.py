@@ -210,6 +210,7 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
         # gets a pipeline of its own.
         settings = (
             self.backend,
+            self.backend.supports_repetition_penalty,  # read when the pipeline is built
             self.cache,
             self.max_tokens,
             self.temperature,
