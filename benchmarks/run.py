@@ -367,7 +367,7 @@ def section_client(args: argparse.Namespace) -> list[Row]:
 
 def section_overhead(args: argparse.Namespace) -> list[Row]:
     """Client microseconds per judgment with FakeBackend, against render + parse alone."""
-    from backends.fake import FakeBackend
+    from backends import FakeBackend
     from judge import ThinkingRewardJudge, parse_score
     from judge.core.images import image_parts
     from judge.core.prompt import render_messages
@@ -432,7 +432,7 @@ def _group_image_rows(args: argparse.Namespace) -> list[Row]:
     """
     import base64
 
-    from backends.fake import FakeBackend
+    from backends import FakeBackend
     from judge import ThinkingRewardJudge
     from judge.core.prompt import render_messages
 
@@ -846,7 +846,7 @@ def section_vllm_server(args: argparse.Namespace) -> list[Row]:
         )
         with backend:
             judge = ThinkingRewardJudge(backend=backend)
-            _prepared, requests = judge._prepare_all(inputs)
+            requests = judge.pipeline()[0].requests(inputs)
             bodies = [backend.request_body(r) for r in requests]
             base = str(backend.base_url)
             root = base.removesuffix("/v1")
@@ -856,7 +856,11 @@ def section_vllm_server(args: argparse.Namespace) -> list[Row]:
 
                     async def judged() -> list[Any]:
                         scores = await judge.abatch(inputs, config={"max_concurrency": c})
-                        failed = [s for s in scores if s.error_type == "BackendError"]
+                        failed = [
+                            s
+                            for s in scores
+                            if s.error_kind is not None and s.error_kind != "parse"
+                        ]
                         if failed:
                             raise SystemExit(f"vllm-server: {failed[0].error}")
                         return [s.raw for s in scores]
@@ -943,12 +947,12 @@ def section_vllm_offline(args: argparse.Namespace) -> list[Row]:
         model = _tiny_model(Path(tmp))
         llm = vllm.LLM(model=str(model), **VLLM_OPTIONS)
         judge = ThinkingRewardJudge(backend=VLLMOfflineBackend(str(model), llm=llm))
-        conversations = [r.messages for r in judge._prepare_all(inputs)[1]]
+        conversations = [r.messages for r in judge.pipeline()[0].requests(inputs)]
         params = vllm.SamplingParams(temperature=0.0, max_tokens=16, repetition_penalty=1.0)
 
         def judged() -> None:
             scores = judge.batch(inputs)
-            failed = [s for s in scores if s.error_type == "BackendError"]
+            failed = [s for s in scores if s.error_kind not in (None, "parse")]
             if failed:
                 raise SystemExit(f"vllm-offline: {failed[0].error}")
 

@@ -9,7 +9,8 @@ from backends.base import Backend, Completion, JudgeRequest
 from backends.vllm_offline import VLLMOfflineBackend
 from backends.vllm_server import VLLMServerBackend
 from judge import SCORE_GRID, ThinkingRewardJudge
-from judge.core.parse import constraint_choices, expected_score, position_mass, trace_answer
+from judge.core.expected import expected_score, position_mass, trace_answer
+from judge.core.parse import constraint_choices
 
 ITEMS = [
     {"question": f"What is {a}+{b}?", "response": f"<think>{a}+{b}={a + b}</think>{a + b}"}
@@ -64,7 +65,14 @@ def test_expected_score_equals_the_value_from_the_returned_logprobs(backend: Bac
     result = judge.invoke(ITEMS[0])
     messages = backend_requests_messages(judge, ITEMS[0])
     primary = backend.generate(
-        [JudgeRequest(messages=messages, max_tokens=16, top_logprobs=20, extra=judge._constraint())]
+        [
+            JudgeRequest(
+                messages=messages,
+                max_tokens=16,
+                top_logprobs=20,
+                extra=judge.pipeline()[0].constraint(),
+            )
+        ]
     )[0]
     assert isinstance(primary, Completion)
     assert primary.text == result.raw
@@ -80,7 +88,7 @@ def test_expected_score_equals_the_value_from_the_returned_logprobs(backend: Bac
                     max_tokens=2 if after == "0" else 1,
                     top_logprobs=20,
                     continue_final_message=True,
-                    extra=judge._constraint(after),
+                    extra=judge.pipeline()[0].constraint(after),
                 )
             ]
         )
@@ -90,8 +98,8 @@ def test_expected_score_equals_the_value_from_the_returned_logprobs(backend: Bac
 
 
 def backend_requests_messages(judge: ThinkingRewardJudge, item: dict) -> list:
-    _prepared, requests = judge._prepare_all([item])
-    return requests[0].messages
+    (request,) = judge.pipeline()[0].requests([item])
+    return request.messages
 
 
 def test_constrained_first_digit_odds_agree_masked_or_raw(

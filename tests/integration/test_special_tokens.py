@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from backends.fake import FakeBackend
+from backends import FakeBackend
 from backends.vllm_server import VLLMServerBackend
 from judge import ThinkingRewardJudge
 
