@@ -108,8 +108,16 @@ from backends.openai_wire import (
     scrub,
 )
 from backends.replicas import Replicas
-from backends.retries import RetryPolicy, Tries, backoff_delay, bounded_map, seconds, with_retries
-from backends.transport import TRANSPORT_ERRORS, Transport, credentials
+from backends.retries import (
+    RetryPolicy,
+    Tries,
+    backoff_delay,
+    bounded_map,
+    retry,
+    seconds,
+    settled,
+)
+from backends.transport import TRANSPORT_ERRORS, Reply, Transport, credentials
 
 _PROBE_TIMEOUT = 5.0
 
@@ -208,7 +216,7 @@ class OpenAICompatibleBackend(AsyncBackend):
         self.model = model
         self.timeout = float(timeout)
         self.max_concurrency = int(max_concurrency)
-        self.retry = RetryPolicy(
+        self.retry_policy = RetryPolicy(
             int(max_retries), float(backoff_base), float(backoff_max), deadline
         )
         """How a request is retried (see the module doc)."""
@@ -242,22 +250,22 @@ class OpenAICompatibleBackend(AsyncBackend):
     @property
     def max_retries(self) -> int:
         """Paid retries after a retryable failure."""
-        return self.retry.max_retries
+        return self.retry_policy.max_retries
 
     @property
     def backoff_base(self) -> float:
         """The first backoff window, in seconds."""
-        return self.retry.backoff_base
+        return self.retry_policy.backoff_base
 
     @property
     def backoff_max(self) -> float:
         """The longest wait between attempts, in seconds."""
-        return self.retry.backoff_max
+        return self.retry_policy.backoff_max
 
     @property
     def deadline(self) -> float:
         """Seconds one request may take over all its attempts."""
-        return self.retry.deadline
+        return self.retry_policy.deadline
 
     # ----------------------------------------------------------------- public API
 
@@ -358,31 +366,20 @@ class OpenAICompatibleBackend(AsyncBackend):
                 backend=self.name,
                 attempts=0,
             )
-        started = perf_counter()
-        replicas = self.replicas
-
-        async def attempt(tries: Tries) -> Result:
-            endpoint = await replicas.acquire(tries.tried, tries.deadline)
-            if endpoint is None:
-                tries.final = True
-                return replicas.out_of_time(tries.last, seconds(self.retry.deadline), self.name)
-            tries.number += 1
-            tries.tried.add(endpoint)
-            result: Result | None = None
-            try:
-                result = await self._attempt(session, request, payload, endpoint, tries, started)
-            finally:
-                replicas.release(endpoint, result)
-            if not isinstance(result, Completion):
-                result.attempts = tries.number
-            return result
-
-        return await with_retries(
+        clock = self.replicas.pool.clock
+        attempt = partial(self._attempt, session, request, payload, perf_counter())
+        tries = Tries(clock() + self.retry_policy.deadline)
+        first = await attempt(tries)
+        if settled(first, tries):  # the hot path: no tenacity (see backends.retries)
+            return first
+        return await retry(
             attempt,
-            self.retry,
-            clock=replicas.clock,
+            first,
+            tries,
+            self.retry_policy,
+            clock=clock,
             sleep=self._sleep,
-            fails_over=replicas.fails_over,
+            fails_over=self.replicas.fails_over,
         )
 
     async def _attempt(
@@ -390,16 +387,45 @@ class OpenAICompatibleBackend(AsyncBackend):
         session: aiohttp.ClientSession,
         request: JudgeRequest,
         payload: bytes,
-        endpoint: int,
+        started: float,
         tries: Tries,
+    ) -> Result:
+        """One POST to the replica :class:`~backends.replicas.Replicas` picks."""
+        replicas = self.replicas
+        endpoint = replicas.acquire_now(tries.tried, tries.deadline)
+        if endpoint is None:  # every host is ejected (or the deadline passed): wait
+            endpoint = await replicas.acquire(tries.tried, tries.deadline)
+        if endpoint is None:
+            tries.final = True
+            return replicas.out_of_time(tries.last, seconds(self.retry_policy.deadline), self.name)
+        tries.number += 1
+        tries.tried.add(endpoint)
+        shown = self._shown_chat_urls[endpoint]
+        result: Result | None = None
+        try:
+            reply = await self.transport.post(
+                self._chat_urls[endpoint],
+                payload,
+                shown=shown,
+                timeout=min(self.timeout, tries.deadline - replicas.pool.clock()),
+                session=session,
+            )
+            result = self._result(reply, request, shown, tries.number, started)
+        finally:
+            replicas.release(endpoint, result)
+        if not isinstance(result, Completion):
+            result.attempts = tries.number
+        return result
+
+    def _result(
+        self,
+        reply: Reply | BackendError,
+        request: JudgeRequest,
+        shown: str,
+        attempts: int,
         started: float,
     ) -> Result:
-        """One POST to replica ``endpoint``: the completion, or the error."""
-        shown = self._shown_chat_urls[endpoint]
-        budget = min(self.timeout, tries.deadline - self.replicas.clock())
-        reply = await self.transport.post(
-            self._chat_urls[endpoint], payload, shown=shown, timeout=budget, session=session
-        )
+        """The completion in a reply, or the typed error."""
         if isinstance(reply, BackendError):
             return reply
         status, body, retry_after = reply
@@ -412,7 +438,7 @@ class OpenAICompatibleBackend(AsyncBackend):
                 body,
                 model=self.model,
                 latency=perf_counter() - started,
-                attempts=tries.number,
+                attempts=attempts,
                 safe=lambda text: self.transport.safe(text, request_fragments(request)),
             )
         except NotACompletion as exc:

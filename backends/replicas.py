@@ -11,7 +11,7 @@ never wait for a probe while another host is live. Waiting requests are woken on
 their own loops whenever the pool changes. Ejections and re-admissions are logged
 (the hosts shown without credentials).
 
-Public API: :class:`Replicas` (``acquire``, ``release``, ``fails_over``,
+Public API: :class:`Replicas` (``acquire_now``, ``acquire``, ``release``, ``fails_over``,
 ``out_of_time``, ``clock``, ``pool``, ``aclose_on_current_loop``),
 :func:`is_endpoint_fault`, and the pool's :class:`EndpointPool`,
 :class:`EndpointState`, :class:`PoolEvent` (re-exported).
@@ -100,6 +100,17 @@ class Replicas:
     def fails_over(self, error: BackendError, tries: Tries) -> bool:
         """Whether a retry after ``error`` fails over, for free, to a host not yet tried."""
         return is_endpoint_fault(error) and self.pool.has_live(exclude=tries.tried)
+
+    def acquire_now(self, tried: Collection[int], deadline: float) -> int | None:
+        """A live host for the next attempt without waiting, or None (then :meth:`acquire`).
+
+        Starts the probes that are due. None when no host is live or ``deadline`` (on
+        :meth:`clock`) has passed.
+        """
+        self._start_probes()
+        if deadline <= self.pool.clock():
+            return None
+        return self.pool.acquire(tried)
 
     async def acquire(self, tried: Collection[int], deadline: float) -> int | None:
         """A host for the next attempt; waits while every one is ejected.

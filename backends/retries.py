@@ -24,7 +24,8 @@ the judge's whole client CPU per judgment is ~240 us).
 
 :func:`bounded_map` runs one coroutine per item, at most n at a time, in order.
 
-Public API: :class:`RetryPolicy`, :class:`Tries`, :func:`with_retries`,
+Public API: :class:`RetryPolicy`, :class:`Tries`, :func:`with_retries` (or, for a
+caller that makes the first attempt itself, :func:`settled` and :func:`retry`),
 :func:`backoff_delay`, :func:`gave_up`, :func:`seconds`, :func:`bounded_map`, and the
 tenacity strategies :class:`WaitRetryAfter`, :class:`StopAfterRetries`,
 :class:`StopBeforeDeadline`.
@@ -186,7 +187,8 @@ def gave_up(error: BackendError, why: str) -> BackendError:
     return error
 
 
-def _settled(result: Result, tries: Tries) -> bool:
+def settled(result: Result, tries: Tries) -> bool:
+    """Whether ``result`` ends the request: a completion, or an error not to retry."""
     return isinstance(result, Completion) or tries.final or not result.retryable
 
 
@@ -214,8 +216,29 @@ async def with_retries(
     """
     tries = Tries(clock() + policy.deadline)
     first = await attempt(tries)
-    if _settled(first, tries):  # the hot path: no tenacity
+    if settled(first, tries):  # the hot path: no tenacity
         return first
+    return await retry(
+        attempt, first, tries, policy, clock=clock, sleep=sleep, fails_over=fails_over
+    )
+
+
+async def retry(
+    attempt: Callable[[Tries], Awaitable[Result]],
+    first: Result,
+    tries: Tries,
+    policy: RetryPolicy,
+    *,
+    clock: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    fails_over: Callable[[BackendError, Tries], bool] | None = None,
+) -> Result:
+    """:func:`with_retries` after its first attempt, which returned ``first`` (not settled).
+
+    For a caller that makes the first attempt itself, so that a request that succeeds
+    at once costs no more than that attempt. ``first`` is handed to tenacity as its
+    first attempt; the arguments are those of :func:`with_retries`.
+    """
     tries.last = first  # type: ignore[assignment]  # not settled: an error
     replay: list[Result] = [first]
 
@@ -250,7 +273,7 @@ async def with_retries(
 
     retrying = AsyncRetrying(
         sleep=nap,
-        retry=retry_if_result(lambda result: not _settled(result, tries)),
+        retry=retry_if_result(lambda result: not settled(result, tries)),
         wait=WaitRetryAfter(policy),
         stop=StopAfterRetries(policy.max_retries) | StopBeforeDeadline(policy.deadline, clock),
         after=after,
@@ -300,6 +323,8 @@ __all__ = [
     "backoff_delay",
     "bounded_map",
     "gave_up",
+    "retry",
     "seconds",
+    "settled",
     "with_retries",
 ]

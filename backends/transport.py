@@ -306,13 +306,15 @@ class Transport:
             timeout: Seconds for this request when less than the transport's.
             session: The session to use (default: the running loop's).
         """
-        options: dict[str, Any] = {}
-        if timeout is not None and timeout < self.timeout:  # what is left of a deadline
-            options["timeout"] = aiohttp.ClientTimeout(total=max(timeout, 0.001))
         if session is None:
             session = await self.session()
         try:
-            async with session.post(url, data=payload, **options) as response:
+            if timeout is not None and timeout < self.timeout:  # what is left of a deadline
+                cut = aiohttp.ClientTimeout(total=max(timeout, 0.001))
+                request = session.post(url, data=payload, timeout=cut)
+            else:
+                request = session.post(url, data=payload)
+            async with request as response:
                 status = response.status
                 body = await response.read()
                 retry_after = parse_retry_after(response.headers) if status >= 300 else None
