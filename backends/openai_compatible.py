@@ -84,8 +84,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from time import perf_counter
 from typing import Any, ClassVar
@@ -101,7 +100,6 @@ from backends.openai_wire import (
     chat_body,
     display_url,
     dumps,
-    loads,
     parse_completion,
     parse_retry_after,
     request_fragments,
@@ -117,7 +115,7 @@ from backends.retries import (
     seconds,
     settled,
 )
-from backends.transport import TRANSPORT_ERRORS, Reply, Transport, credentials
+from backends.transport import Reply, Transport, credentials
 
 _PROBE_TIMEOUT = 5.0
 
@@ -239,7 +237,7 @@ class OpenAICompatibleBackend(AsyncBackend):
         self.replicas = Replicas(
             [display_url(u) for u in urls],
             get=self.transport.get,
-            probe_url=_weak(self.probe_url),  # no cycle: dropping the backend closes it
+            probe_url=self.probe_url,
             probe_timeout=min(self.timeout, _PROBE_TIMEOUT),
             eject_after=eject_after,
             cooldown=cooldown,
@@ -304,10 +302,11 @@ class OpenAICompatibleBackend(AsyncBackend):
         )
 
     def probe_url(self, index: int) -> URL:
-        """What a health probe of replica ``index`` GETs: ``{base_url}/models``."""
-        return self._probe_url(index)
+        """What a health probe of replica ``index`` GETs: ``{base_url}/models``.
 
-    def _probe_url(self, index: int) -> URL:  # transitional: vllm_server overrides it
+        A profile overrides it (vLLM's ``GET /health``); an answer below 500 re-admits
+        an ejected replica.
+        """
         base = self.base_urls[index]
         return (base / "models").with_query(base.query)
 
@@ -443,42 +442,6 @@ class OpenAICompatibleBackend(AsyncBackend):
             )
         except NotACompletion as exc:
             return BackendResponseError(f"unusable reply from {shown}: {exc}", backend=self.name)
-
-    # ------------------------------------------------------------------ transitional
-    # What backends.vllm_server used before the transport was public; removed once it
-    # uses self.transport, backends.openai_wire and probe_url.
-
-    async def _session(self) -> aiohttp.ClientSession:
-        return await self.transport.session()
-
-    def _transport_error(
-        self, exc: BaseException, url: str, timeout: float | None = None
-    ) -> BackendError:
-        return self.transport.error_for(exc, url, timeout)
-
-    def _host_message(self, body: bytes) -> str:
-        return self.transport.host_message(body)
-
-
-def _weak(method: Callable[[int], URL]) -> Callable[[int], URL]:
-    """``method`` without a strong reference to its object."""
-    ref = weakref.WeakMethod(method)
-
-    def call(index: int) -> URL:
-        bound = ref()
-        if bound is None:
-            raise ReferenceError("the backend is gone")
-        return bound(index)
-
-    return call
-
-
-_TRANSPORT_ERRORS = TRANSPORT_ERRORS
-_loads = loads
-
-
-def _display_url(url: URL) -> URL:
-    return URL(display_url(url))
 
 
 __all__ = ["OpenAICompatibleBackend", "backoff_delay", "parse_retry_after", "scrub"]

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import math
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
@@ -60,7 +62,9 @@ class Replicas:
         shown: Each endpoint's base URL as messages show it (no credentials).
         get: The transport's GET, ``(url, timeout=) -> (status, body)``, raising a
             :class:`~backends.errors.BackendError` for a network fault.
-        probe_url: The URL a health probe of endpoint ``i`` GETs.
+        probe_url: The URL a health probe of endpoint ``i`` GETs; a bound method is
+            held weakly (the backend owning the replicas stays free to be collected,
+            which closes its sessions).
         probe_timeout: Seconds a probe may take.
         eject_after: See :class:`EndpointPool`.
         cooldown: See :class:`EndpointPool`.
@@ -88,7 +92,9 @@ class Replicas:
         )
         self.probe_timeout = probe_timeout
         self._get = get
-        self._probe_url = probe_url
+        self._probe_url = (
+            weakref.WeakMethod(probe_url) if inspect.ismethod(probe_url) else lambda: probe_url
+        )
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
         self._waiters_lock = threading.Lock()
         self._probes: dict[asyncio.AbstractEventLoop, set[asyncio.Task[None]]] = {}
@@ -226,7 +232,11 @@ class Replicas:
 
     async def _probe(self, endpoint: int) -> None:
         """GET the host's health URL and tell the pool whether it answered below 500."""
-        url = self._probe_url(endpoint)
+        probe_url = self._probe_url()
+        if probe_url is None:  # its backend is gone
+            self.pool.probe_done(endpoint, None)
+            return
+        url = probe_url(endpoint)
         shown = display_url(url)
         healthy: bool | None = None
         why = ""
