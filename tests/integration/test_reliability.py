@@ -91,8 +91,8 @@ def test_a_dead_replica_does_not_stop_the_batch(make_backend, vllm_server):
     ]
     results = backend.generate(requests, max_concurrency=8)
     assert all(isinstance(r, Completion) for r in results), [str(r) for r in results]
-    assert not backend._pool.state(0).live  # ejected
-    assert backend._pool.state(1).live
+    assert not backend.replicas.pool.state(0).live  # ejected
+    assert backend.replicas.pool.state(1).live
 
     judge = ThinkingRewardJudge(backend=backend)
     items = [
