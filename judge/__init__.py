@@ -13,6 +13,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from backends.caching import JudgmentCache
+from judge.core.parse import SCORE_GRID, parse_score
+from judge.core.prompt import TEMPLATE_VERSION, render_messages, render_prompt
 from judge.errors import (
     BackendError,
     CacheError,
@@ -22,8 +24,6 @@ from judge.errors import (
     ScoreParseError,
     ThinkingJudgeError,
 )
-from judge.core.parse import SCORE_GRID, parse_score
-from judge.core.prompt import TEMPLATE_VERSION, render_messages, render_prompt
 from judge.runnable import ThinkingRewardJudge
 from judge.types import JudgeInput, ThinkingScore
 
