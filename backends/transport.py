@@ -119,6 +119,10 @@ def credentials(
     return list(urls), authorization, tuple(SecretStr(s) for s in secrets if len(s) >= 4)
 
 
+Session = aiohttp.ClientSession
+"""The pooled HTTP session a :class:`Transport` hands out (one per event loop)."""
+
+
 class Reply(NamedTuple):
     """One HTTP reply: status, body, and the wait a non-2xx reply asked for."""
 
@@ -395,6 +399,7 @@ __all__ = [
     "TIMEOUT_ERRORS",
     "TRANSPORT_ERRORS",
     "Reply",
+    "Session",
     "Transport",
     "bearer",
     "credentials",
