@@ -17,7 +17,9 @@ from types import ModuleType
 from PIL import Image
 
 from backends.vllm_server import VLLMServerBackend
-from judge import SCORE_GRID, cli
+from judge import SCORE_GRID
+from judge.cli import main as cli_main
+from judge.failures import ExitStatus
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 GRID = {float(value) for value in SCORE_GRID}
@@ -56,7 +58,7 @@ def test_the_documented_commands_score_both_responses(
     examples = load_examples()
     chart = examples.draw_bar_chart(tmp_path / "chart.png")
     for response in (examples.SOUND, examples.FLAWED):
-        status = cli.main(
+        status = cli_main(
             [
                 "score",
                 "--base-url",
@@ -73,7 +75,7 @@ def test_the_documented_commands_score_both_responses(
             ]
         )
         out = capsys.readouterr().out
-        assert status == cli.EXIT_OK, out
+        assert status == ExitStatus.OK, out
         result = json.loads(out)
         assert result["score"] in GRID
         assert result["usage"]["prompt_tokens"] > 100  # the image is in the prompt
