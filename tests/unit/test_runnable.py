@@ -53,7 +53,7 @@ def test_request_is_the_cards_prompt_with_default_sampling():
     ]
     assert request.temperature == 0.0
     assert request.repetition_penalty == 1.0
-    assert 9 <= request.max_tokens <= 64  # room for "<answer>1.0</answer>"
+    assert request.max_tokens == 16  # "1.0" and an end of turn, with room to spare
     assert request.top_logprobs is None
 
 
@@ -330,3 +330,13 @@ def test_a_cache_wraps_the_backend(tmp_path):
     assert pipeline.options.cache_in_use
     item = {"question": "q", "response": "r"}
     assert [judge.invoke(item).metadata["cache"] for _ in range(2)] == ["miss", "hit"]
+
+
+@pytest.mark.parametrize(("output_format", "expected"), [("bare", 16), ("answer_tag", 32)])
+def test_default_max_tokens_fits_the_output_format(output_format, expected):
+    backend = FakeBackend(["1.0"] if output_format == "bare" else ["<answer>1.0</answer>"])
+    ThinkingRewardJudge(backend=backend, output_format=output_format).invoke(ITEM)
+    assert backend.requests[0].max_tokens == expected
+    backend = FakeBackend(["1.0"])
+    ThinkingRewardJudge(backend=backend, output_format=output_format, max_tokens=5).invoke(ITEM)
+    assert backend.requests[0].max_tokens == 5
