@@ -8,9 +8,8 @@ of vLLM's ``MODULE_ATTRS``; ``__all__`` lists them all the same.
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from backends.caching import JudgmentCache
 from judge.core.parse import SCORE_GRID, parse_score
@@ -24,6 +23,7 @@ from judge.errors import (
     ScoreParseError,
     ThinkingJudgeError,
 )
+from judge.lazy import lazy_attributes
 from judge.runnable import ThinkingRewardJudge
 from judge.types import JudgeInput, ThinkingScore
 
@@ -73,17 +73,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'judge' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 try:

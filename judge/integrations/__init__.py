@@ -21,8 +21,9 @@ this package loads neither the LangSmith evaluation machinery nor langchain-clas
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from judge.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from judge.integrations.classic import (
@@ -79,18 +80,8 @@ MODULE_ATTRS: dict[str, str] = {
 """Which module each public name lives in; imported on first use."""
 
 
-def __getattr__(name: str) -> Any:
-    module = MODULE_ATTRS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    if name != "ThinkingStringEvaluator":  # stays lazy: langchain-classic may be missing
-        globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *MODULE_ATTRS})
+# ThinkingStringEvaluator stays lazy: langchain-classic may be missing, then installed.
+__getattr__, __dir__ = lazy_attributes(__name__, MODULE_ATTRS, uncached={"ThinkingStringEvaluator"})
 
 
 __all__ = [
