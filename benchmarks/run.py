@@ -141,6 +141,37 @@ def rate_row(
     )
 
 
+def us_row(
+    section: str,
+    what: str,
+    model: str,
+    n: int,
+    ours_s: Sequence[float],
+    theirs_s: Sequence[float],
+    *,
+    limit_us: float | None = None,
+    note: str = "",
+) -> Row:
+    """A cost row from per-run seconds over ``n`` items: medians as us per item."""
+    ours = statistics.median(ours_s) / n * 1e6
+    theirs = statistics.median(theirs_s) / n * 1e6
+    return Row(
+        section=section,
+        what=what,
+        model=model,
+        n=n,
+        concurrency=None,
+        ours=ours,
+        theirs=theirs,
+        unit="us",
+        ratio=ours / theirs,
+        goal=f"<= {limit_us:g} us" if limit_us is not None else "",
+        met=None if limit_us is None else ours <= limit_us,
+        headroom=None if limit_us is None else limit_us / ours,
+        note=note,
+    )
+
+
 def print_table(rows: Sequence[Row], header: str) -> None:
     """Print the rows as one aligned table."""
     cols = ["section", "ours vs theirs", "machine", "model", "N", "conc", "ours", "theirs",
@@ -393,22 +424,15 @@ def section_overhead(args: argparse.Namespace) -> list[Row]:
                 parse_score("0.7")
 
         ours, theirs = _interleave_sync({"judge": judged, "bare": bare}, args.repeat)
-        ours_us = statistics.median(ours) / n * 1e6
-        theirs_us = statistics.median(theirs) / n * 1e6
         rows.append(
-            Row(
-                section="overhead",
-                what=f"judge.batch on FakeBackend vs render + parse alone, {label}",
-                model="FakeBackend",
-                n=n,
-                concurrency=None,
-                ours=ours_us,
-                theirs=theirs_us,
-                unit="us",
-                ratio=ours_us / theirs_us,
-                goal="<= 150 us",
-                met=ours_us <= 150,
-                headroom=150 / ours_us,
+            us_row(
+                "overhead",
+                f"judge.batch on FakeBackend vs render + parse alone, {label}",
+                "FakeBackend",
+                n,
+                ours,
+                theirs,
+                limit_us=150,
             )
         )
     rows.extend(_group_image_rows(args))
@@ -456,20 +480,13 @@ def _retry_row(args: argparse.Namespace) -> Row:
         },
         args.repeat,
     )
-    ours_us = statistics.median(ours) / n * 1e6
-    theirs_us = statistics.median(theirs) / n * 1e6
-    return Row(
-        section="overhead",
-        what="one request that succeeds at once: backends.retries vs tenacity around it",
-        model="no I/O",
-        n=n,
-        concurrency=None,
-        ours=ours_us,
-        theirs=theirs_us,
-        unit="us",
-        ratio=ours_us / theirs_us,
-        goal="",
-        met=None,
+    return us_row(
+        "overhead",
+        "one request that succeeds at once: backends.retries vs tenacity around it",
+        "no I/O",
+        n,
+        ours,
+        theirs,
         note="tenacity (AsyncRetrying) runs only after a retryable failure; the first "
         "attempt is made before it",
     )
@@ -537,22 +554,15 @@ def _group_image_rows(args: argparse.Namespace) -> list[Row]:
 
             repeat = max(2, args.repeat - 2)
             ours, theirs = _interleave_sync({"judge": fresh, "card": card}, repeat)
-            ours_us = statistics.median(ours) / n * 1e6
-            theirs_us = statistics.median(theirs) / n * 1e6
             rows.append(
-                Row(
-                    section="overhead",
-                    what=f"judge.batch, groups of {group} sharing a 640x480 {kind} vs "
+                us_row(
+                    "overhead",
+                    f"judge.batch, groups of {group} sharing a 640x480 {kind} vs "
                     "encoding it per request",
-                    model="FakeBackend",
-                    n=n,
-                    concurrency=None,
-                    ours=ours_us,
-                    theirs=theirs_us,
-                    unit="us",
-                    ratio=ours_us / theirs_us,
-                    goal="",
-                    met=None,
+                    "FakeBackend",
+                    n,
+                    ours,
+                    theirs,
                     note="the judge checks the image fully (Pillow decode) and encodes each "
                     "distinct image once; the other side only base64-encodes"
                     if kind == "path"
