@@ -7,8 +7,14 @@ Accepted, after surrounding white space is stripped, and nothing else:
   ``$…$`` or markdown bold ``**…**`` (white space allowed inside the wrappers).
 
 Everything else raises :class:`~judge.errors.ScoreParseError`: empty text, prose, two
-numbers, a number outside [0, 1], ``nan``/``inf``, signs, exponents. The parser never
-picks a number out of prose: a failed judgment must not look like a low score.
+numbers, a number outside [0, 1], ``nan``/``inf``, signs, exponents, and any text longer
+than :data:`MAX_ANSWER_CHARS` (refused before it is looked at: the model answers in a few
+tokens, and a host may send megabytes). The parser never picks a number out of prose: a
+failed judgment must not look like a low score.
+
+Linear: the wrappers are peeled by moving two indices inward, never by copying the text,
+so the work is proportional to the text's length however deeply it nests (and that length
+is bounded).
 
 The *expected score* (the probability-weighted mean of the answer, from the digit
 tokens' top logprobs) is in :mod:`judge.core.expected`.
@@ -26,6 +32,9 @@ _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _WRAPPERS = (("<answer>", "</answer>"), ("\\boxed{", "}"), ("$", "$"), ("**", "**"))
 _MAX_SHOWN = 80
 
+MAX_ANSWER_CHARS = 1_000
+"""The longest answer parsed: far beyond what the model writes within its ``max_tokens``."""
+
 SCORE_GRID: tuple[str, ...] = tuple(["0", *(f"0.{d}" for d in range(1, 10)), "1.0"])
 """The answers the model was trained to give, as it writes them."""
 
@@ -35,23 +44,29 @@ def _shown(text: str) -> str:
 
 
 def _unwrap(text: str) -> str:
-    """Peel the accepted wrappers off ``text`` (already stripped) while one encloses it all.
+    """Peel the accepted wrappers and white space off ``text`` while one encloses it all.
 
-    Plain prefix/suffix tests, not regular expressions: linear in the text's length
-    whatever it holds (an unclosed wrapper before much white space made a regex
-    backtrack for a minute).
+    Two indices move inward; each step passes at least one character, and nothing is
+    copied until the end: linear in the text's length, whatever it holds (slicing at
+    each step made 1.2 MB of nested ``$`` quadratic; a regex with white space on both
+    sides of a lazy group backtracked for a minute).
     """
+    start, end = 0, len(text)
     while True:
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
         for opening, closing in _WRAPPERS:
             if (
-                len(text) >= len(opening) + len(closing)
-                and text.startswith(opening)
-                and text.endswith(closing)
+                end - start >= len(opening) + len(closing)
+                and text.startswith(opening, start, end)
+                and text.endswith(closing, start, end)
             ):
-                text = text[len(opening) : len(text) - len(closing)].strip()
+                start, end = start + len(opening), end - len(closing)
                 break
         else:
-            return text
+            return text[start:end]
 
 
 def parse_score(text: str) -> float:
@@ -69,7 +84,13 @@ def parse_score(text: str) -> float:
     """
     if not isinstance(text, str):
         raise ScoreParseError(f"expected text, got {type(text).__name__}", llm_output=str(text))
-    core = _unwrap(text.strip())
+    if len(text) > MAX_ANSWER_CHARS:
+        raise ScoreParseError(
+            f"the model output is {len(text)} characters long, more than a score's "
+            f"{MAX_ANSWER_CHARS}: {_shown(text)}",
+            llm_output=text,
+        )
+    core = _unwrap(text)
     if not core:
         raise ScoreParseError(f"no score in the model output {_shown(text)}", llm_output=text)
     if not _NUMBER.fullmatch(core):
@@ -100,4 +121,4 @@ def constraint_choices(prefix: str = "", suffix: str = "", after: str = "") -> l
     return [f"{value[len(after) :]}{suffix}" for value in SCORE_GRID if value.startswith(after)]
 
 
-__all__ = ["SCORE_GRID", "constraint_choices", "parse_score"]
+__all__ = ["MAX_ANSWER_CHARS", "SCORE_GRID", "constraint_choices", "parse_score"]

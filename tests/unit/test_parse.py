@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from langchain_core.exceptions import OutputParserException
 
 from judge import SCORE_GRID, ScoreParseError, parse_score
+from judge.core.parse import MAX_ANSWER_CHARS
 
 ACCEPTED = [
     ("0", 0.0),
@@ -137,3 +138,30 @@ def test_arbitrary_unicode_is_refused_or_a_number_in_range(text):
         return
     assert 0.0 <= value <= 1.0
     assert _ORACLE.fullmatch(text)
+
+
+# ------------------------------------------------------------------ bounded and linear
+
+
+def test_a_text_longer_than_the_bound_is_refused_before_unwrapping():
+    # 1.2 MB of nested "$" around a score stalled the event loop for 18 s.
+    text = "$" * 600_000 + "0.5" + "$" * 600_000
+    with pytest.raises(ScoreParseError, match="characters long") as info:
+        parse_score(text)
+    assert info.value.llm_output == text
+
+
+def test_white_space_counts_towards_the_bound():
+    assert parse_score(" " * (MAX_ANSWER_CHARS - 3) + "0.5") == 0.5
+    with pytest.raises(ScoreParseError, match="characters long"):
+        parse_score(" " * (MAX_ANSWER_CHARS - 2) + "0.5")
+
+
+@pytest.mark.parametrize(("opening", "closing"), [("$", "$"), ("**", "**"), ("\\boxed{", "}")])
+def test_wrappers_nested_up_to_the_bound_parse(opening, closing):
+    depth = (MAX_ANSWER_CHARS - 3) // (len(opening) + len(closing))
+    text = opening * depth + "0.5" + closing * depth
+    assert len(text) <= MAX_ANSWER_CHARS
+    assert parse_score(text) == 0.5
+    with pytest.raises(ScoreParseError):
+        parse_score(opening * (depth + 1) + "0.5" + closing * depth)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from model_card import card_prompt  # the verbatim copy of the card's f-string
 
 from judge import SCORE_GRID, ScoreParseError, ThinkingRewardJudge, parse_score
+from judge.core.parse import MAX_ANSWER_CHARS
 from judge.core.prompt import prompt_sha256, render_messages, render_prompt
 from judge.core.sanitize import neutralize_special_tokens
 from judge.testing.fake import FakeBackend
@@ -223,3 +224,28 @@ def test_an_unclosed_wrapper_and_white_space_parse(opening: str) -> None:
     text = opening + " " * 100_000 + "x"
     with pytest.raises(ScoreParseError):
         parse_score(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.sampled_from(SCORE_GRID),
+    wrapper=st.sampled_from(_OPEN_CLOSE),
+    depth=st.integers(min_value=0, max_value=400),
+    pad=st.integers(min_value=0, max_value=1_200),
+)
+def test_the_parse_is_bounded_a_score_parses_up_to_the_bound_and_never_beyond(
+    value: str, wrapper: tuple[str, str], depth: int, pad: int
+) -> None:
+    opening, closing = wrapper
+    text = opening * depth + value + closing * depth + " " * pad
+    if len(text) > MAX_ANSWER_CHARS:
+        with pytest.raises(ScoreParseError, match="characters long"):
+            parse_score(text)
+    else:
+        assert parse_score(text) == float(value)
+        assert _ORACLE_TEXT.fullmatch(text)
+
+
+_ORACLE_TEXT = re.compile(
+    r"\s*(?:(?:<answer>|\\boxed\{|\$|\*\*)\s*)*[0-9]+(?:\.[0-9]+)?\s*(?:(?:</answer>|\}|\$|\*\*)\s*)*"
+)
