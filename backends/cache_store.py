@@ -1,6 +1,6 @@
 """The SQLite store behind :class:`~backends.caching.CachingBackend`: completions by key.
 
-``JudgmentCache(path, *, timeout=30.0, namespace="", strict=False)``: one SQLite file
+``JudgmentCache(path, *, timeout=2.0, namespace="", strict=False)``: one SQLite file
 in WAL mode, shared by several threads and processes; what is stored, how keys are
 made, and how errors are handled is told in :mod:`backends.caching`.
 """
@@ -35,11 +35,26 @@ KEY_VERSION = 2
 """Part of every key: a change of what a key covers makes old entries unreachable."""
 
 _CHUNK = 500  # keys per SELECT (SQLite's variable limit is 999 in old builds)
+_LOCKED_WAIT = 0.05  # seconds an operation waits while the file stays locked
+_BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (the primary code of an extended one)
 _ORPHANS: list[Any] = []  # connections inherited through fork: never closed in the child
 
 
 class CacheWarning(RuntimeWarning):
-    """A cache read or write failed and was bypassed (the request went on without it)."""
+    """A cache read or write failed and was bypassed (the request went on without it).
+
+    Given once per store and kind of failure (the file locked by another process, or
+    another error), not once per record.
+    """
+
+
+def is_locked(exc: BaseException) -> bool:
+    """Whether a SQLite error says the file is locked or busy (not that it is damaged)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _BUSY_CODES
+    text = str(exc).lower()
+    return "database is locked" in text or "database table is locked" in text
 
 
 @dataclass(slots=True)
@@ -142,14 +157,18 @@ class JudgmentCache:
 
     Args:
         path: The SQLite file; created (with its folder) when missing.
-        timeout: Seconds a read or write waits for another writer's lock.
+        timeout: Seconds a read or write waits for another process's lock before it
+            goes on without the cache. While the file stays locked, later operations
+            wait only briefly (a locked file never stalls a run record by record).
         namespace: Mixed into every key: separates models served under one name.
         strict: Raise :class:`CacheError` when a read or write fails, instead of
             warning and going on without the cache.
 
     Raises:
         CacheError: The file cannot be created or opened, is not a SQLite database, or
-            is not a judgment cache of this schema.
+            is not a judgment cache of this schema. A file locked by another process is
+            none of these: it is bypassed with a :class:`CacheWarning` until it is free
+            (``strict=True``: CacheError).
 
     Example:
         .. code-block:: python
@@ -164,7 +183,7 @@ class JudgmentCache:
         self,
         path: str | os.PathLike[str],
         *,
-        timeout: float = 30.0,
+        timeout: float = 2.0,
         namespace: str = "",
         strict: bool = False,
     ) -> None:
@@ -178,8 +197,16 @@ class JudgmentCache:
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
         self._pid = os.getpid()
+        self._locked = False  # the last operation found the file locked
+        self._waiting = timeout  # the busy timeout the connection has
+        self._warned: set[str] = set()  # the kinds of failure warned about
+        import sqlite3
+
         with self._lock:
-            self._connect()  # check the file now, not at the first batch
+            try:
+                self._connect()  # check the file now, not at the first batch
+            except sqlite3.Error as exc:  # locked: usable once it is free
+                self._bypass(exc)
 
     def __repr__(self) -> str:
         return f"JudgmentCache({os.fspath(self.path)!r})"
@@ -200,6 +227,9 @@ class JudgmentCache:
         self._lock = threading.Lock()
         self._connection = None
         self._pid = os.getpid()
+        self._locked = False
+        self._waiting = self.timeout
+        self._warned = set()
 
     # -- public API ---------------------------------------------------------------------
 
@@ -277,7 +307,7 @@ class JudgmentCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(
-                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+                self.path, timeout=self._wait(), isolation_level=None, check_same_thread=False
             )
         except (OSError, sqlite3.Error) as exc:
             raise CacheError(f"cannot open the judgment cache {shown!r}: {exc}") from exc
@@ -285,6 +315,8 @@ class JudgmentCache:
             _set_up(connection)
         except sqlite3.DatabaseError as exc:
             connection.close()
+            if is_locked(exc):
+                raise  # locked by another process: not unusable, bypassed until free
             raise CacheError(
                 f"{shown!r} is not a usable judgment cache ({exc}); "
                 "give another path or delete the file"
@@ -293,7 +325,12 @@ class JudgmentCache:
             connection.close()
             raise CacheError(f"{shown!r}: {exc}") from None
         self._connection = connection
+        self._waiting = self._wait()
         return connection
+
+    def _wait(self) -> float:
+        """Seconds the next operation waits for a lock: short while the file stays locked."""
+        return min(self.timeout, _LOCKED_WAIT) if self._locked else self.timeout
 
     def _run(self, operation: Any, argument: Any, *, default: Any) -> Any:
         """Run one operation on the connection; on a SQLite error, warn and bypass."""
@@ -301,14 +338,42 @@ class JudgmentCache:
 
         with self._lock:
             try:
-                return operation(self._connect(), argument)
+                connection = self._connect()
+                if self._waiting != self._wait():
+                    self._waiting = self._wait()
+                    connection.execute(f"PRAGMA busy_timeout = {int(self._waiting * 1000)}")
+                result = operation(connection, argument)
             except (sqlite3.Error, CacheError) as exc:
                 self.stats.errors += 1
-                message = f"the judgment cache {os.fspath(self.path)!r} failed: {exc}"
-                if self.strict:
-                    raise CacheError(message) from exc
-                warnings.warn(f"{message}; going on without it", CacheWarning, stacklevel=4)
+                self._bypass(exc)
                 return default
+            self._locked = False
+            return result
+
+    def _bypass(self, exc: BaseException) -> None:
+        """Go on without the cache after ``exc``: warn once per kind, or raise if strict.
+
+        Raises:
+            CacheError: ``strict`` is set.
+        """
+        shown = os.fspath(self.path)
+        locked = is_locked(exc)
+        self._locked = locked
+        if locked:
+            message = (
+                f"the judgment cache {shown!r} is locked by another process ({exc}; waited "
+                f"{self.timeout:g} s); the file is not damaged"
+            )
+            further = "going on without it while it stays locked"
+        else:
+            message = f"the judgment cache {shown!r} failed: {exc}"
+            further = "going on without it"
+        if self.strict:
+            raise CacheError(message) from exc
+        kind = "locked" if locked else "failed"
+        if kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(f"{message}; {further} (warned once)", CacheWarning, stacklevel=5)
 
     @staticmethod
     def _select(connection: sqlite3.Connection, keys: list[str]) -> list[tuple[str, str]]:
@@ -352,8 +417,13 @@ def _set_up(connection: sqlite3.Connection) -> None:
             f"the file is a SQLite database but not a judgment cache (tables: "
             f"{', '.join(sorted(tables)[:5])}); give another path"
         )
-    connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
+    if {"meta", "completions"} <= tables:  # made before: read, no write lock needed
+        _check_schema(connection)
+        if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            connection.execute("PRAGMA journal_mode=WAL")
+        return
+    connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("BEGIN IMMEDIATE")
     try:
         connection.execute(
@@ -362,12 +432,7 @@ def _set_up(connection: sqlite3.Connection) -> None:
         connection.execute(
             "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
         )
-        (schema,) = connection.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
-        if schema != SCHEMA_VERSION:
-            raise CacheError(
-                f"the judgment cache has schema {schema!r}, not {SCHEMA_VERSION!r} (written by "
-                "another version of thinking-reward-judge); delete it or give another path"
-            )
+        _check_schema(connection)
         connection.execute(
             "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
             "created REAL NOT NULL) WITHOUT ROWID"
@@ -378,6 +443,17 @@ def _set_up(connection: sqlite3.Connection) -> None:
     connection.execute("COMMIT")
 
 
+def _check_schema(connection: sqlite3.Connection) -> None:
+    """Refuse a cache of another schema."""
+    row = connection.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+    schema = None if row is None else row[0]
+    if schema != SCHEMA_VERSION:
+        raise CacheError(
+            f"the judgment cache has schema {schema!r}, not {SCHEMA_VERSION!r} (written by "
+            "another version of thinking-reward-judge); delete it or give another path"
+        )
+
+
 __all__ = [
     "KEY_VERSION",
     "SCHEMA_VERSION",
@@ -385,5 +461,6 @@ __all__ = [
     "CacheWarning",
     "JudgmentCache",
     "dump_completion",
+    "is_locked",
     "load_completion",
 ]

@@ -2,7 +2,7 @@
 
 ::
 
-    cache = JudgmentCache("judgments.sqlite", namespace="", timeout=30.0, strict=False)
+    cache = JudgmentCache("judgments.sqlite", namespace="", timeout=2.0, strict=False)
     backend = CachingBackend(inner, cache, cacheable=None)
     backend.generate(requests)   # misses go to ``inner``, and are stored
     backend.generate(requests)   # every one answered from the file: ``Completion.cached``
@@ -32,16 +32,19 @@ are not scores). A hit is the stored completion with ``cached=True``.
 processes (a store can be pickled, e.g. into Ray actors or ``multiprocessing`` workers;
 each process opens its own connection). Reads are one ``SELECT`` per batch; writes are
 one short ``INSERT OR REPLACE`` transaction per batch, waiting up to ``timeout`` seconds
-for another writer. :meth:`CachingBackend.agenerate` does its file I/O in a worker
+(2 by default) for another writer. :meth:`CachingBackend.agenerate` does its file I/O in a worker
 thread, off the event loop.
 
 **Errors.** The file is checked when the store is made: a file that is not a SQLite
 database, or a database that is not this cache (or of another schema), raises
-:class:`~backends.errors.CacheError`. Later, a read or write that fails (locked beyond
-``timeout``, disk full, file damaged meanwhile) warns with :class:`CacheWarning` and is
-bypassed (a lookup misses, a completion is not stored), so a request never fails
-because of its cache; ``strict=True`` raises :class:`~backends.errors.CacheError`
-instead.
+:class:`~backends.errors.CacheError`. A file locked by another process is not unusable:
+a valid cache opens and is read while another process writes it. Later, a read or write
+that fails (locked beyond ``timeout``, disk full, file damaged meanwhile) is bypassed (a
+lookup misses, a completion is not stored), so a request never fails because of its
+cache, with one :class:`CacheWarning` per store and kind of failure (locked, or another
+error), not one per record. While the file stays locked, each operation waits only
+briefly; the first one that succeeds ends that. ``strict=True`` raises
+:class:`~backends.errors.CacheError` instead.
 """
 
 from __future__ import annotations

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import sqlite3
 import threading
+import warnings
 
 import pytest
 
 from backends import Backend, Completion, FakeBackend, JudgeRequest, TokenLogprob
-from backends.cache_store import dump_completion, load_completion
-from backends.caching import CachingBackend, JudgmentCache, request_key
-from backends.errors import BackendConnectionError, BackendTimeoutError
+from backends.cache_store import dump_completion, is_locked, load_completion
+from backends.caching import CacheWarning, CachingBackend, JudgmentCache, request_key
+from backends.errors import BackendConnectionError, BackendTimeoutError, CacheError
 
 
 def ask(text: str = "q", **fields) -> JudgeRequest:
@@ -284,3 +286,79 @@ def test_the_wrapper_is_the_inner_backend_to_its_caller(store):
     assert len(store) == 0  # the store stays usable after its backend closes
     backend.generate([ask()])
     assert len(store) == 1
+
+
+# ------------------------------------------------------------- a file locked by another process
+
+
+def hold(path, *, readers_too: bool = False) -> sqlite3.Connection:
+    """Another connection holding the write lock (and the read lock with ``readers_too``)."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    if readers_too:
+        holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("CREATE TABLE IF NOT EXISTS other (x)")
+    return holder
+
+
+def judge_one_at_a_time(store: JudgmentCache, n: int) -> list[object]:
+    backend = CachingBackend(FakeBackend(scores=[0.5]), store)
+    return [backend.generate([ask(f"q{i}")])[0] for i in range(n)]
+
+
+def test_a_cache_locked_by_a_writer_is_read_and_its_writes_are_bypassed_once(tmp_path):
+    path = tmp_path / "c.sqlite"
+    JudgmentCache(path).close()
+    holder = hold(path)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            store = JudgmentCache(path, timeout=0.1)  # a valid cache: it opens
+            results = judge_one_at_a_time(store, 5)
+        assert all(isinstance(r, Completion) for r in results)
+        assert store.stats.errors == 5  # every write bypassed ...
+        [warning] = [w for w in caught if issubclass(w.category, CacheWarning)]  # ... one warning
+        assert "locked by another process" in str(warning.message)
+        assert "delete" not in str(warning.message)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    judge_one_at_a_time(store, 2)  # free again: written
+    assert len(store) == 2
+
+
+@pytest.mark.parametrize("made_before", [True, False])
+def test_a_cache_locked_before_the_run_is_not_called_unusable(tmp_path, made_before):
+    path = tmp_path / "c.sqlite"
+    if made_before:
+        JudgmentCache(path).close()
+    holder = hold(path, readers_too=True)  # not even reads get through
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            store = JudgmentCache(path, timeout=0.1)  # no CacheError
+            results = judge_one_at_a_time(store, 5)
+        assert all(isinstance(r, Completion) for r in results)
+        [warning] = [w for w in caught if issubclass(w.category, CacheWarning)]
+        assert "locked by another process" in str(warning.message)
+        assert "delete" not in str(warning.message)
+        assert "usable" not in str(warning.message)
+        with pytest.raises(CacheError, match="locked") as raised:
+            JudgmentCache(path, timeout=0.1, strict=True)
+        assert "delete" not in str(raised.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    judge_one_at_a_time(store, 2)  # free again: opened and written
+    assert len(store) == 2
+    assert store.get_many([]) == {}
+
+
+def test_is_locked_tells_a_lock_from_a_damaged_file(tmp_path):
+    assert is_locked(sqlite3.OperationalError("database is locked"))
+    assert not is_locked(sqlite3.DatabaseError("file is not a database"))
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"not a database" * 100)
+    with pytest.raises(sqlite3.DatabaseError) as raised:
+        sqlite3.connect(junk).execute("SELECT name FROM sqlite_master")
+    assert not is_locked(raised.value)
