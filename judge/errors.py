@@ -17,7 +17,8 @@
     ├── CacheError                      the judgment cache file is unusable (backends.caching)
     └── JudgmentError                   the model answered, but not with a score
         ├── ScoreParseError             also langchain-core's OutputParserException
-        └── ConstraintError             an answer the constraint does not allow
+        ├── ConstraintError             an answer the constraint does not allow
+        └── TruncatedAnswerError        the answer was cut off or aborted (finish_reason)
 
 The transport errors are defined in :mod:`backends.errors` (``backends`` never imports
 ``judge``) and re-exported here. A failed judgment is a ``ThinkingScore`` with
@@ -69,6 +70,23 @@ class ConstraintError(JudgmentError):
     """The answer is not one the constraint allows: the backend ignored structured outputs."""
 
 
+class TruncatedAnswerError(JudgmentError):
+    """The model's answer did not finish: its ``finish_reason`` is ``"length"``,
+    ``"abort"``, ``"content_filter"`` or another that is not a natural end.
+
+    A cut-off answer is never a score, even when its text is one ("0" cut off before
+    ".7" would read as 0.0).
+
+    Args:
+        message: What happened.
+        finish_reason: The reason the backend gave, as text.
+    """  # noqa: D205
+
+    def __init__(self, message: str, *, finish_reason: str) -> None:
+        super().__init__(message)
+        self.finish_reason = finish_reason
+
+
 class ScoreParseError(JudgmentError, OutputParserException):
     """The model's output is not one of the accepted score shapes.
 
@@ -96,4 +114,5 @@ __all__ = [
     "JudgmentError",
     "ScoreParseError",
     "ThinkingJudgeError",
+    "TruncatedAnswerError",
 ]

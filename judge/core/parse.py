@@ -16,6 +16,10 @@ Linear: the wrappers are peeled by moving two indices inward, never by copying t
 so the work is proportional to the text's length however deeply it nests (and that length
 is bounded).
 
+An answer is a score only when the model finished it: :func:`check_finished` refuses a
+``finish_reason`` other than a natural end (:data:`FINISHED`) with
+:class:`~judge.errors.TruncatedAnswerError`, whatever the text says.
+
 The *expected score* (the probability-weighted mean of the answer, from the digit
 tokens' top logprobs) is in :mod:`judge.core.expected`.
 
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import re
 
-from judge.errors import ScoreParseError
+from judge.errors import ScoreParseError, TruncatedAnswerError
 
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _WRAPPERS = (("<answer>", "</answer>"), ("\\boxed{", "}"), ("$", "$"), ("**", "**"))
@@ -34,6 +38,14 @@ _MAX_SHOWN = 80
 
 MAX_ANSWER_CHARS = 1_000
 """The longest answer parsed: far beyond what the model writes within its ``max_tokens``."""
+
+FINISHED: frozenset[str | None] = frozenset(
+    {None, "", "stop", "eos", "eos_token", "end_turn", "stop_sequence", "end"}
+)
+"""The finish reasons of an answer the model ended itself (compared in lower case): vLLM
+and OpenAI say ``"stop"``, Anthropic ``"end_turn"`` / ``"stop_sequence"``, TGI
+``"eos_token"``; None is a backend that does not say. Anything else (``"length"``,
+``"abort"``, ``"content_filter"``, ``"tool_calls"``, an unknown word) is refused."""
 
 SCORE_GRID: tuple[str, ...] = tuple(["0", *(f"0.{d}" for d in range(1, 10)), "1.0"])
 """The answers the model was trained to give, as it writes them."""
@@ -103,6 +115,31 @@ def parse_score(text: str) -> float:
     return value
 
 
+def check_finished(finish_reason: object) -> None:
+    """Refuse an answer the model did not finish itself.
+
+    Args:
+        finish_reason: The completion's ``finish_reason``, as the backend gave it.
+
+    Raises:
+        TruncatedAnswerError: It is not one of :data:`FINISHED` (compared in lower case;
+            a value that is not text is refused too).
+    """
+    if finish_reason is None or (
+        isinstance(finish_reason, str) and finish_reason.lower() in FINISHED
+    ):
+        return
+    reason = finish_reason[:40] if isinstance(finish_reason, str) else type(finish_reason).__name__
+    hint = (
+        "raise max_tokens" if reason.lower() in {"length", "max_tokens"} else "see the server's log"
+    )
+    raise TruncatedAnswerError(
+        f"the answer was not finished (finish_reason {reason!r}): a cut-off or aborted answer "
+        f"is not a score; {hint}",
+        finish_reason=reason,
+    )
+
+
 def constraint_choices(prefix: str = "", suffix: str = "", after: str = "") -> list[str]:
     """The strings a constrained answer may take, or its remainders after ``after``.
 
@@ -121,4 +158,11 @@ def constraint_choices(prefix: str = "", suffix: str = "", after: str = "") -> l
     return [f"{value[len(after) :]}{suffix}" for value in SCORE_GRID if value.startswith(after)]
 
 
-__all__ = ["MAX_ANSWER_CHARS", "SCORE_GRID", "constraint_choices", "parse_score"]
+__all__ = [
+    "FINISHED",
+    "MAX_ANSWER_CHARS",
+    "SCORE_GRID",
+    "check_finished",
+    "constraint_choices",
+    "parse_score",
+]

@@ -24,8 +24,12 @@ The dialogue for a batch:
 2. with ``expected_score``, the answers' logprobs are read (:mod:`judge.core.expected`);
    where an answer does not pass through ``"0."``, one or two rounds of short
    continuation requests (``"0"``, then ``"0."``) read the missing distributions;
-3. each answer is parsed (:func:`judge.core.parse.parse_score`); under a constraint, an
-   answer outside it is a :class:`~judge.errors.ConstraintError`.
+3. each answer is parsed (:func:`judge.core.parse.parse_score`); one the model did not
+   finish (``finish_reason`` ``"length"``, ``"abort"``...) is a
+   :class:`~judge.errors.TruncatedAnswerError` whatever its text
+   (:func:`judge.core.parse.check_finished`; a continuation is cut by its ``max_tokens``
+   on purpose and is not checked); under a constraint, an answer outside it is a
+   :class:`~judge.errors.ConstraintError`.
 
 Pure: no network, no Runnable, no tracing.
 """
@@ -41,7 +45,7 @@ from backends.errors import BackendError, ThinkingJudgeError
 from judge.core.expected import ScoreTrace, expected_score, trace_answer
 from judge.core.images import image_parts
 from judge.core.inputs import checked_fields
-from judge.core.parse import constraint_choices, parse_score
+from judge.core.parse import check_finished, constraint_choices, parse_score
 from judge.core.prompt import (
     ANSWER_TAG,
     TEMPLATE_VERSIONS,
@@ -269,6 +273,9 @@ class JudgmentPipeline:
         """  # noqa: D205
         if request.continue_final_message:
             return bool(completion.logprobs)
+        return self._scores(completion)
+
+    def _scores(self, completion: Completion) -> bool:
         try:
             self.parse(completion)
         except ThinkingJudgeError:
@@ -277,11 +284,10 @@ class JudgmentPipeline:
 
     # -- the expected score -------------------------------------------------------------------
 
-    @staticmethod
-    def _start_trace(judgment: Judgment) -> None:
+    def _start_trace(self, judgment: Judgment) -> None:
         """Read the score's distributions off a parsed answer's logprobs."""
         result = judgment.result
-        if not isinstance(result, Completion) or _parsed(result.text) is None:
+        if not isinstance(result, Completion) or not self._scores(result):
             return  # a failed judgment has no expected score
         if not result.logprobs:
             judgment.expected["reason"] = "the backend returned no logprobs"
@@ -388,10 +394,12 @@ class JudgmentPipeline:
         """Parse an answer; under a constraint, refuse one the constraint does not allow.
 
         Raises:
+            TruncatedAnswerError: The model did not finish the answer.
             ScoreParseError: The answer is not a score.
             ConstraintError: The answer is a score the constraint does not allow (the
                 backend ignored structured outputs).
         """
+        check_finished(result.finish_reason)
         score = parse_score(result.text)
         if self.options.constrained and result.text not in self._choices:
             raise ConstraintError(
@@ -418,13 +426,6 @@ def _check_count(results: Sequence[Result], asked: int, backend: str) -> None:
         raise RuntimeError(
             f"the {backend!r} backend returned {len(results)} results for {asked} requests"
         )
-
-
-def _parsed(text: str) -> float | None:
-    try:
-        return parse_score(text)
-    except ThinkingJudgeError:
-        return None
 
 
 __all__ = ["BackendInfo", "JudgeOptions", "Judgment", "JudgmentPipeline", "Steps", "advance"]

@@ -11,7 +11,7 @@ from backends.base import Completion, JudgeRequest, Result, TokenLogprob
 from backends.errors import BackendTimeoutError
 from judge.core.parse import SCORE_GRID
 from judge.core.pipeline import JudgeOptions, JudgmentPipeline, advance
-from judge.errors import ConstraintError
+from judge.errors import ConstraintError, TruncatedAnswerError
 from judge.failures import FailureKind
 from judge.types import ThinkingScore
 
@@ -160,3 +160,66 @@ def test_requests_are_the_first_rounds():
     pipeline = JudgmentPipeline(JudgeOptions(), Capabilities())
     asked, _scores = run(pipeline, [ITEM, {}, ITEM], lambda r: Completion("0.1"))
     assert pipeline.requests([ITEM, {}, ITEM]) == asked[0]
+
+
+# ------------------------------------------------------------------ finish_reason
+
+
+@pytest.mark.parametrize("reason", ["length", "abort", "content_filter", "tool_calls", "LENGTH", 7])
+@pytest.mark.parametrize("text", ["0", "1", "0.7", "<answer>1.0</answer>"])
+def test_an_unfinished_answer_is_a_failure_whatever_its_text(reason, text):
+    pipeline = JudgmentPipeline(JudgeOptions(expected_score=True), Capabilities())
+    answer = Completion(text, finish_reason=reason, logprobs=(tok("0", {"0": 1.0}),))
+    asked, [score] = run(pipeline, [ITEM], lambda r: answer)
+    assert len(asked) == 1  # no continuation is asked for a failed judgment
+    assert isinstance(score, ThinkingScore)
+    assert score.score is None
+    assert score.expected_score is None
+    assert score.error_kind is FailureKind.PARSE
+    assert score.error_type == "TruncatedAnswerError"
+    assert "not finished" in (score.error or "")
+    assert score.raw == text
+    assert score.metadata["finish_reason"] == reason
+    assert not pipeline.cacheable(asked[0][0], answer)
+    raising = JudgmentPipeline(JudgeOptions(raise_on_error=True), Capabilities())
+    _asked, [error] = run(raising, [ITEM], lambda r: answer)
+    assert isinstance(error, TruncatedAnswerError)
+    assert error.finish_reason == (reason if isinstance(reason, str) else "int")
+
+
+@pytest.mark.parametrize("reason", [None, "stop", "STOP", "eos", "end_turn", "stop_sequence"])
+def test_a_finished_answer_is_scored(reason):
+    pipeline = JudgmentPipeline(JudgeOptions(), Capabilities())
+    [[request]], [score] = run(pipeline, [ITEM], lambda r: Completion("0.7", finish_reason=reason))
+    assert isinstance(score, ThinkingScore)
+    assert score.score == 0.7
+    assert pipeline.cacheable(request, Completion("0.7", finish_reason=reason))
+
+
+def test_a_truncation_says_to_raise_max_tokens():
+    pipeline = JudgmentPipeline(JudgeOptions(), Capabilities())
+    with pytest.raises(TruncatedAnswerError, match="raise max_tokens"):
+        pipeline.parse(Completion("0", finish_reason="length"))
+    with pytest.raises(TruncatedAnswerError, match="server's log"):
+        pipeline.parse(Completion("0", finish_reason="abort"))
+
+
+def test_a_continuation_cut_by_its_max_tokens_is_read():
+    """A continuation stops at its max_tokens on purpose: "length" is normal there."""
+    first = tok("1", {"1": 0.6, "0": 0.4})
+    answer = Completion(
+        "1.0",
+        finish_reason="stop",
+        logprobs=(first, tok(".", {".": 1.0}), tok("0", {"0": 1.0})),
+    )
+    rest = Completion(
+        ".5",
+        finish_reason="length",
+        logprobs=(tok(".", {".": 0.5, "<|im_end|>": 0.5}), tok("5", {"5": 1.0})),
+    )
+    pipeline = JudgmentPipeline(JudgeOptions(expected_score=True), Capabilities())
+    asked, [score] = run(pipeline, [ITEM], lambda r: rest if r.continue_final_message else answer)
+    assert [len(requests) for requests in asked] == [1, 1]
+    assert isinstance(score, ThinkingScore)
+    assert score.expected_score == pytest.approx(0.6 + 0.4 * 0.5 * 0.5)
+    assert pipeline.cacheable(asked[1][0], rest)
