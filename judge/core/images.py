@@ -10,8 +10,8 @@ and sent as ``{"type": "image_url", "image_url": {"url": URL}}``:
   the real format found in the content (never guessed from the file name: a JPEG named
   ``x.png`` goes as ``image/jpeg``). Anything else is re-encoded, see below.
 - **PIL image**: its current frame, converted as below and encoded as PNG (lossless).
-- **http(s) URL**: passed through unchanged; it is not fetched, so ``max_pixels`` does
-  not apply to it.
+- **http(s) URL**: passed through unchanged (under the default URL policy, ``"pass"``);
+  it is not fetched here, so ``max_pixels`` does not apply to it.
 - **data URL** (``data:image/<type>;base64,...``): decoded and checked like bytes (the
   declared MIME type must be the real one; ``image/jpg`` counts as ``image/jpeg``), then
   passed through unchanged unless it has to be re-encoded.
@@ -46,6 +46,11 @@ EPS that runs an external program. An image whose long side, as sent, is more th
 times its short side is refused: Qwen2.5-VL's image processor (``smart_resize``) cannot
 take it, and the server would fail the request with an opaque message.
 
+What may be read and sent is an :class:`~judge.core.sources.ImagePolicy`: only regular
+files, up to a size limit (50 MB by default), inside an image root when one is given;
+http(s) URLs passed through, sent only when their host is public, or refused (see
+:mod:`judge.core.sources`).
+
 An http(s) URL that the server cannot fetch fails that request alone, with the server's
 error (:class:`~judge.errors.BackendHTTPError`; vLLM answers 500 and says why).
 
@@ -63,13 +68,20 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeAlias, TypeVar, cast
 from urllib.parse import urlsplit
 
 from PIL import Image
 
 from judge.core.pixels import encode_bytes, encode_pil
+from judge.core.sources import (
+    DEFAULT_POLICY,
+    ImagePolicy,
+    check_url,
+    is_utf8,
+    read_image_file,
+    safe_text,
+)
 from judge.errors import ImageError
 
 ImageInput: TypeAlias = str | os.PathLike[str] | bytes | Image.Image
@@ -78,17 +90,20 @@ ImageInput: TypeAlias = str | os.PathLike[str] | bytes | Image.Image
 _EXPECTED = "expected a file path, bytes, a PIL image, an http(s) URL or a data URL"
 _DATA_URL = re.compile(r"data:(image/[a-z0-9.+-]+);base64,", re.IGNORECASE)
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://", re.IGNORECASE)
-_BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{72,}")  # longer than a SHA-256 in hex
 
 
 def image_parts(
-    value: ImageInput | Sequence[ImageInput] | None, *, max_pixels: int | None = None
+    value: ImageInput | Sequence[ImageInput] | None,
+    *,
+    max_pixels: int | None = None,
+    policy: ImagePolicy = DEFAULT_POLICY,
 ) -> list[dict[str, Any]]:
     """Turn a judge input's ``image`` / ``images`` value into content parts.
 
     Args:
         value: No image (``None``), one image, or a sequence of images.
         max_pixels: Optional pixel budget, as for :func:`image_part`.
+        policy: What may be read and sent, as for :func:`image_url`.
 
     Returns:
         One ``image_url`` content part per image, in order.
@@ -99,17 +114,20 @@ def image_parts(
     if value is None:
         return []
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray, memoryview)):
-        return [image_part(item, max_pixels=max_pixels) for item in value]
+        return [image_part(item, max_pixels=max_pixels, policy=policy) for item in value]
     # image_part reads a memoryview as bytes
-    return [image_part(cast("ImageInput", value), max_pixels=max_pixels)]
+    return [image_part(cast("ImageInput", value), max_pixels=max_pixels, policy=policy)]
 
 
-def image_part(image: ImageInput, *, max_pixels: int | None = None) -> dict[str, Any]:
+def image_part(
+    image: ImageInput, *, max_pixels: int | None = None, policy: ImagePolicy = DEFAULT_POLICY
+) -> dict[str, Any]:
     """Turn one image into an OpenAI ``image_url`` content part.
 
     Args:
         image: A file path, bytes, a PIL image, an http(s) URL or a data URL.
         max_pixels: Optional pixel budget: a larger image is downsized to fit it.
+        policy: What may be read and sent, as for :func:`image_url`.
 
     Returns:
         ``{"type": "image_url", "image_url": {"url": URL}}``.
@@ -118,15 +136,21 @@ def image_part(image: ImageInput, *, max_pixels: int | None = None) -> dict[str,
         ImageError: The image cannot be read, decoded or encoded.
         ValueError: ``max_pixels`` is not a positive integer.
     """
-    return {"type": "image_url", "image_url": {"url": image_url(image, max_pixels=max_pixels)}}
+    url = image_url(image, max_pixels=max_pixels, policy=policy)
+    return {"type": "image_url", "image_url": {"url": url}}
 
 
-def image_url(image: ImageInput, *, max_pixels: int | None = None) -> str:
+def image_url(
+    image: ImageInput, *, max_pixels: int | None = None, policy: ImagePolicy = DEFAULT_POLICY
+) -> str:
     """Turn one image into the URL to send: a data URL, or the http(s) URL given.
 
     Args:
         image: A file path, bytes, a PIL image, an http(s) URL or a data URL.
         max_pixels: Optional pixel budget: a larger image is downsized to fit it.
+        policy: The image root and size limit for files, and what to do with http(s)
+            URLs (:class:`~judge.core.sources.ImagePolicy`; default: paths read as
+            given, files up to 50 MB, URLs passed through).
 
     Returns:
         The URL for an ``image_url`` content part.
@@ -145,19 +169,19 @@ def image_url(image: ImageInput, *, max_pixels: int | None = None) -> str:
         return _bytes_url(bytes(image), max_pixels)
     if isinstance(image, os.PathLike):
         path = os.fsdecode(image)
-        return _bytes_url(_read_file(path), max_pixels, _safe_text(path))
+        return _bytes_url(read_image_file(path, policy), max_pixels, safe_text(path))
     if isinstance(image, str):
-        return _from_string(image, max_pixels)
+        return _from_string(image, max_pixels, policy)
     raise ImageError(f"unsupported image input ({_EXPECTED})", source=f"<{type(image).__name__}>")
 
 
-def _from_string(text: str, max_pixels: int | None) -> str:
-    """Pass an http(s) URL through, check a data URL, or read a file path."""
+def _from_string(text: str, max_pixels: int | None, policy: ImagePolicy) -> str:
+    """Pass an http(s) URL through (if the policy lets it), check a data URL, or read a path."""
     if text[:5].lower() == "data:":
         return _cached(("data", text, max_pixels), lambda: _from_data_url(text, max_pixels))
     scheme = _SCHEME.match(text)
     if scheme is None:
-        return _bytes_url(_read_file(text), max_pixels, _safe_text(text))
+        return _bytes_url(read_image_file(text, policy), max_pixels, safe_text(text))
     if scheme.group().lower() not in ("http://", "https://"):
         raise ImageError(f"unsupported URL scheme ({_EXPECTED})", source=_describe_url(text))
     try:
@@ -166,11 +190,12 @@ def _from_string(text: str, max_pixels: int | None) -> str:
         raise ImageError("not a valid URL", source=_describe_url(text)) from exc
     if not host:
         raise ImageError("image URL has no host", source=_describe_url(text))
-    if not text.isascii() and not _is_utf8(text):
+    if not text.isascii() and not is_utf8(text):
         raise ImageError(
             "image URL is not valid Unicode (it holds a lone surrogate)",
             source=_describe_url(text),
         )
+    check_url(host, policy, _describe_url(text))
     return text
 
 
@@ -190,31 +215,6 @@ def _from_data_url(url: str, max_pixels: int | None) -> str:
         raise ImageError("data URL is not valid base64", source=source) from exc
     mime, out = encode_bytes(data, source, max_pixels, declared_mime=declared)
     return url if out is data else _data_url(mime, out)
-
-
-def _read_file(path: str) -> bytes:
-    """Read an image file, or raise an ImageError that names it safely."""
-    try:
-        return Path(path).expanduser().read_bytes()
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
-        if _BASE64_RUN.fullmatch(path):
-            raise ImageError(
-                "not a readable file path, a URL or a data URL (raw base64? send it as "
-                "data:image/<type>;base64,<data>)",
-                source=f"<string of {len(path)} characters>",
-            ) from exc
-        if isinstance(exc, FileNotFoundError):
-            message = "image file not found"
-        elif isinstance(exc, IsADirectoryError):
-            message = "image path is a directory"
-        elif isinstance(exc, UnicodeError):
-            message = "image path is not valid Unicode (it holds a lone surrogate)"
-        elif "\0" in path:
-            message = "image path contains a NUL character"
-        else:  # permissions, a name too long
-            reason = getattr(exc, "strerror", None) or type(exc).__name__
-            message = f"cannot read image file ({reason})"
-        raise ImageError(message, source=_safe_text(path)) from exc
 
 
 # The completions of one RL prompt share its image, so a batch often holds the same
@@ -275,15 +275,6 @@ def _pil_key(image: Image.Image, max_pixels: int | None) -> tuple[Any, ...] | No
     return ("pil", digest.digest(), max_pixels)
 
 
-def _is_utf8(text: str) -> bool:
-    """Whether ``text`` can be encoded as UTF-8 (it holds no lone surrogate)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _data_url(mime: str, data: bytes) -> str:
     """A base64 data URL."""
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
@@ -298,22 +289,7 @@ def _describe_url(url: str) -> str:
     except ValueError:  # a bad port, an unbalanced IPv6 bracket
         return f"<URL of {len(url)} characters>"
     rest = "?..." if parts.query or parts.fragment else ""
-    return _safe_text(f"{parts.scheme}://{host}{port}{parts.path}{rest}")
-
-
-def _safe_text(text: str, limit: int = 160) -> str:
-    """``text`` for a message: long base64-like runs elided, at most ``limit`` characters.
-
-    Lone surrogates are written as backslash escapes: an error message must be valid
-    Unicode, or the result that carries it could not be written as JSON.
-    """
-    text = _BASE64_RUN.sub(lambda run: f"<{len(run.group())} characters>", text)
-    if not text.isascii() and not _is_utf8(text):
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    if len(text) <= limit:
-        return text
-    keep = (limit - 3) // 2
-    return f"{text[:keep]}...{text[-keep:]}"
+    return safe_text(f"{parts.scheme}://{host}{port}{parts.path}{rest}")
 
 
 # --------------------------------------------------------------------------- traces
@@ -332,10 +308,10 @@ def describe_image(image: object) -> str:
     if isinstance(image, str):
         if image.startswith("data:"):
             mime = image[5:].split(";", 1)[0].split(",", 1)[0] or "unknown type"
-            return f"<image: data URL, {_safe_text(mime, 40)}, {len(image)} characters>"
+            return f"<image: data URL, {safe_text(mime, 40)}, {len(image)} characters>"
         if image.startswith(("http://", "https://")):
             return _describe_url(image)
-        return _safe_text(image)
+        return safe_text(image)
     size = getattr(image, "size", None)
     if isinstance(size, tuple) and len(size) == 2:
         return f"<image: {type(image).__name__} {size[0]}x{size[1]}>"
