@@ -20,44 +20,41 @@ Name                               What it does
 :func:`body_message`               the same from raw bytes (bounded), else the text
 :func:`is_context_length`          whether a 4xx says the prompt does not fit
 :func:`parse_retry_after`          ``retry-after-ms`` / ``Retry-After`` -> seconds
-:func:`scrub`                      a host's message made safe: no secrets, no base64,
-                                   no echo of the request, bounded
-:func:`request_fragments`          the starts of a request's texts, for ``scrub``
-:func:`display_url`                a URL without user info, query or fragment
 =================================  =====================================================
+
+:func:`scrub`, :func:`request_fragments` and :func:`display_url` (messages and URLs
+made safe) are :mod:`backends.scrubbing`'s, re-exported here.
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import math
-import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import timezone
 from typing import Any
 
 import orjson
-from yarl import URL
 
 from backends.base import Completion, JudgeRequest, TokenLogprob
 from backends.errors import says_context_length
+from backends.scrubbing import MAX_MESSAGE_CHARS, display_url, request_fragments, scrub
+
+logger = logging.getLogger(__name__)
 
 dumps: Callable[[Any], bytes] = orjson.dumps
 """Encode a request body (orjson; raises ``TypeError`` for what JSON cannot hold)."""
 loads: Callable[[bytes], Any] = orjson.loads
 """Decode a reply body (orjson; raises ``ValueError`` for what is not strict JSON)."""
 
-MAX_MESSAGE_CHARS = 300
-"""The longest host message put in an error."""
 MAX_ERROR_BODY_BYTES = 65536
 """The most of an error body read for its message."""
 
-_DATA_URL = re.compile(r"data:[\w.+/-]*;base64,[A-Za-z0-9+/=_-]*", re.IGNORECASE)
-_BASE64_RUN = re.compile(r"[A-Za-z0-9+/=_-]{64,}")
-_REQUEST_ECHO = re.compile(r"""['"](?:input|messages|content)['"]\s*:""")
-_FRAGMENT_CHARS = 32
+_MAX_REASON_CHARS = 64
+_MAX_MODEL_CHARS = 256
 
 
 class NotACompletion(ValueError):
@@ -110,19 +107,6 @@ def chat_body(
     return body
 
 
-def request_fragments(request: JudgeRequest) -> list[str]:
-    """The starts of a request's texts, to recognise a host echoing them (see :func:`scrub`)."""
-    fragments: list[str] = []
-    for message in request.messages:
-        content = message.get("content") if isinstance(message, Mapping) else None
-        parts = [content] if isinstance(content, str) else content or ()
-        for part in parts if isinstance(parts, (list, tuple)) else ():
-            text = part.get("text") if isinstance(part, Mapping) else part
-            if isinstance(text, str) and len(text.strip()) >= 12:
-                fragments.append(text.strip()[:_FRAGMENT_CHARS])
-    return fragments
-
-
 # --------------------------------------------------------------------------- replies
 
 
@@ -130,7 +114,7 @@ def loads_lenient(body: bytes) -> Any:
     """Parse with the stdlib (which takes ``NaN`` / ``Infinity``), or None."""
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than it can go
         return None
 
 
@@ -142,7 +126,23 @@ def parse_completion(
     attempts: int = 1,
     safe: Callable[[str], str] | None = None,
 ) -> Completion:
-    """A 200 body as a :class:`~backends.base.Completion`.
+    """A 200 body as a :class:`~backends.base.Completion`, read defensively.
+
+    Every field is checked at the edge, so whatever the host sends, the result is a
+    well-typed completion or :class:`NotACompletion`, never another exception:
+
+    - the text (``choices[0].message.content``) must be a string or ``null`` (``""``,
+      e.g. all of it went to a reasoning parser); anything else refuses the reply;
+    - a body carrying an ``error`` is refused, even beside ``choices``;
+    - ``finish_reason`` must be a string or ``null`` (passed through, cut to 64
+      characters), else the reply is refused: a caller must be able to tell a
+      truncated answer;
+    - logprobs must be OpenAI's shape with string tokens and numeric logprobs (non-finite
+      and positive values are passed through as floats, for the caller to judge), else
+      the reply is refused;
+    - a usage count that is not a non-negative integer below 2**53 and a model name that
+      is not a non-empty string are dropped (None; the configured model), with a DEBUG
+      log: they describe the reply, they are not the answer.
 
     Args:
         body: The reply body.
@@ -152,75 +152,131 @@ def parse_completion(
         safe: Makes a host's message safe for an error (default :func:`scrub`).
 
     Returns:
-        The text (``""`` when the host sent ``null``, e.g. all of it went to a
-        reasoning parser), finish reason, usage, logprobs, model, latency, attempts.
+        The text, finish reason, usage, logprobs, model, latency, attempts.
 
     Raises:
-        NotACompletion: The body is not JSON or not a chat completion; says why.
+        NotACompletion: The body is not JSON or not a usable chat completion; says why.
     """
     try:
         data = loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = loads_lenient(body)
         if data is None:
             raise NotACompletion("the body is not valid JSON (truncated?)") from None
-    try:
-        choice = data["choices"][0]
-        text = choice["message"].get("content")
-        if text is None:
-            text = ""
-        elif not isinstance(text, str):
-            raise TypeError("content is not a string")
-        usage = data.get("usage") or {}
-        return Completion(
-            text=text,
-            finish_reason=choice.get("finish_reason"),
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-            logprobs=parse_logprobs(choice.get("logprobs")),
-            model=data.get("model") or model,
-            latency_s=latency,
-            attempts=attempts,
-        )
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-        raise NotACompletion(_why_not_a_completion(data, safe or scrub)) from None
-
-
-def _why_not_a_completion(data: Any, safe: Callable[[str], str]) -> str:
     if not isinstance(data, dict):
-        return f"the body is a JSON {type(data).__name__}, not an object"
-    if data.get("error"):
-        error = data["error"]
+        raise NotACompletion(f"the body is a JSON {_kind(data)}, not an object")
+    error = data.get("error")
+    if error:
         message = error.get("message") if isinstance(error, dict) else error
-        return f"the body is an error: {safe(str(message))}"
+        raise NotACompletion(f"the body is an error: {(safe or scrub)(str(message))}")
     choices = data.get("choices")
-    if not choices or not isinstance(choices, list):
-        return "the body has no choices"
-    return "choices[0] is not a chat message"
+    if not isinstance(choices, list) or not choices:
+        raise NotACompletion("the body has no choices")
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        raise NotACompletion("choices[0] is not a chat message")
+    text = message.get("content")
+    if text is None:
+        text = ""
+    elif not isinstance(text, str):
+        raise NotACompletion(f"the message content is a JSON {_kind(text)}, not a string")
+    finish_reason = choice.get("finish_reason")
+    if finish_reason is not None and not isinstance(finish_reason, str):
+        raise NotACompletion(f"finish_reason is a JSON {_kind(finish_reason)}, not a string")
+    try:
+        logprobs = parse_logprobs(choice.get("logprobs"))
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise NotACompletion(f"choices[0].logprobs is not usable: {exc}") from None
+    usage = data.get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        logger.debug("ignored usage: a JSON %s, not an object", _kind(usage))
+        usage = None
+    named = data.get("model")
+    if named is not None and not (isinstance(named, str) and named):
+        logger.debug("ignored the reply's model name: a JSON %s", _kind(named))
+        named = None
+    return Completion(
+        text=text,
+        finish_reason=None if finish_reason is None else finish_reason[:_MAX_REASON_CHARS],
+        prompt_tokens=_count(usage, "prompt_tokens"),
+        completion_tokens=_count(usage, "completion_tokens"),
+        logprobs=logprobs,
+        model=named[:_MAX_MODEL_CHARS] if named else model,
+        latency_s=latency,
+        attempts=attempts,
+    )
+
+
+def _kind(value: Any) -> str:
+    """A JSON value's kind, as a message names it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "list" if isinstance(value, list) else "object"
+
+
+def _count(usage: dict[str, Any] | None, name: str) -> int | None:
+    """A usage count: a non-negative integer below 2**53, else None (logged)."""
+    value = None if usage is None else usage.get(name)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53:
+        return value
+    logger.debug("ignored usage.%s: not a count (a JSON %s)", name, _kind(value))
+    return None
 
 
 def parse_logprobs(value: Any) -> tuple[TokenLogprob, ...] | None:
     """OpenAI-shaped ``{"content": [...]}`` logprobs, or None when there are none.
 
     Raises:
-        KeyError, TypeError, ValueError: Logprobs in another shape.
+        TypeError, ValueError: Logprobs in another shape, a token that is not a string,
+            a logprob that is not a number (non-finite numbers are kept).
     """
-    if not value:
+    if value is None or value == {} or value == []:
         return None
     if not isinstance(value, Mapping):
-        raise TypeError(f"logprobs is a {type(value).__name__}, not an object")
-    if value.get("content") is None:
+        raise TypeError(f"logprobs is a JSON {_kind(value)}, not an object")
+    content = value.get("content")
+    if content is None:
         return None
-    return tuple(token_logprob(item) for item in value["content"])
+    if not isinstance(content, list):
+        raise TypeError(f"logprobs.content is a JSON {_kind(content)}, not a list")
+    return tuple(token_logprob(item) for item in content)
 
 
-def token_logprob(item: Mapping[str, Any]) -> TokenLogprob:
-    """One entry of ``choices[0].logprobs.content``; alternatives best first."""
-    top = item.get("top_logprobs") or ()
-    alternatives = sorted(
-        ((alt["token"], float(alt["logprob"])) for alt in top), key=lambda pair: -pair[1]
-    )
-    return TokenLogprob(item["token"], float(item["logprob"]), tuple(alternatives))
+def token_logprob(item: Any) -> TokenLogprob:
+    """One entry of ``choices[0].logprobs.content``; alternatives best first.
+
+    Raises:
+        TypeError: Not an object with a string ``token`` and a numeric ``logprob``, or
+            ``top_logprobs`` not a list of such objects.
+    """
+    token, logprob = _token_and_logprob(item)
+    top = item.get("top_logprobs")
+    if top is None:
+        top = ()
+    elif not isinstance(top, list):
+        raise TypeError(f"top_logprobs is a JSON {_kind(top)}, not a list")
+    alternatives = sorted((_token_and_logprob(alt) for alt in top), key=lambda pair: -pair[1])
+    return TokenLogprob(token, logprob, tuple(alternatives))
+
+
+def _token_and_logprob(item: Any) -> tuple[str, float]:
+    if not isinstance(item, Mapping):
+        raise TypeError(f"a logprob entry is a JSON {_kind(item)}, not an object")
+    token, logprob = item.get("token"), item.get("logprob")
+    if not isinstance(token, str):
+        raise TypeError(f"a token is a JSON {_kind(token)}, not a string")
+    if not isinstance(logprob, (int, float)) or isinstance(logprob, bool):
+        raise TypeError(f"a logprob is a JSON {_kind(logprob)}, not a number")
+    return token, float(logprob)  # OverflowError for an integer beyond a float
 
 
 def error_message(data: Any) -> str | None:
@@ -306,58 +362,6 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
-
-
-# --------------------------------------------------------------------------- safety
-
-
-def scrub(
-    text: str,
-    secrets: Sequence[str] = (),
-    *,
-    cut_at: Sequence[str] = (),
-    limit: int = MAX_MESSAGE_CHARS,
-) -> str:
-    """Make a host's message safe to put in an error: no secrets, no images, no echo.
-
-    Args:
-        text: The message.
-        secrets: Strings to redact wherever they appear (e.g. the API key).
-        cut_at: Fragments of the request (its texts); the message is cut where one
-            appears, as it is where an ``"input":`` / ``"messages":`` /
-            ``"content":`` echo starts.
-        limit: Most characters to keep.
-
-    Returns:
-        The message with secrets redacted, any echo of the request dropped, base64
-        data URLs and long base64 runs replaced, whitespace folded, cut to ``limit``.
-    """
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    cut = len(text)
-    echo = _REQUEST_ECHO.search(text)
-    if echo is not None:
-        cut = echo.start()
-    for fragment in cut_at:
-        found = text.find(fragment, 0, cut)
-        if found >= 0:
-            cut = found
-    if cut < len(text):
-        text = text[:cut] + "[request omitted]"
-    text = text[: 16 * limit]
-    text = _DATA_URL.sub("data:[base64 omitted]", text)
-    text = _BASE64_RUN.sub("[base64 omitted]", text)
-    text = " ".join(text.split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "\u2026"
-    return text
-
-
-def display_url(url: URL | str) -> str:
-    """The URL without user info, query or fragment: safe for messages and metadata."""
-    url = URL(url) if isinstance(url, str) else url
-    return str(url.with_user(None).with_query(None).with_fragment(None))
 
 
 __all__ = [

@@ -9,6 +9,7 @@ attempts and an injected clock, and the wire format's pure functions.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import pickle
 import socket
@@ -248,10 +249,117 @@ def test_parse_completion_and_why_not():
         (b"[1]", "JSON list"),
         (b'{"choices": []}', "no choices"),
         (b'{"error": {"message": "oops"}}', "the body is an error: oops"),
-        (b'{"choices": [{"message": {"content": "x"}, "logprobs": [1]}]}', "not a chat"),
+        (b'{"choices": [{"message": {"content": "x"}, "logprobs": [1]}]}', "logprobs is a"),
     ]:
         with pytest.raises(NotACompletion, match=why):
             parse_completion(bad, model="m")
+
+
+def reply(**changes: Any) -> bytes:
+    """A chat completion body, with fields of it replaced (a dotted path per key)."""
+    entry = {"token": "1", "logprob": -0.1, "top_logprobs": [{"token": "1", "logprob": -0.1}]}
+    data: dict[str, Any] = {
+        "model": "served",
+        "choices": [
+            {
+                "message": {"role": "assistant", "content": "1"},
+                "finish_reason": "stop",
+                "logprobs": {"content": [entry]},
+            }
+        ],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 1},
+    }
+    for path, value in changes.items():
+        *parents, last = path.split("__")
+        node: Any = data
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        node[int(last) if last.isdigit() else last] = value
+    return json.dumps(data, allow_nan=True).encode()
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"choices": "x"}, "no choices"),
+        ({"choices": {}}, "no choices"),
+        ({"choices": [1]}, "not a chat message"),
+        ({"choices__0__message": "1"}, "not a chat message"),
+        ({"choices__0__message__content": 1}, "content is a JSON number"),
+        ({"choices__0__message__content": ["1"]}, "content is a JSON list"),
+        ({"choices__0__finish_reason": 7}, "finish_reason is a JSON number"),
+        ({"error": {"message": "overloaded"}}, "the body is an error: overloaded"),
+        ({"error": "overloaded"}, "the body is an error: overloaded"),
+        ({"choices__0__logprobs__content__0__token": 1}, "a token is a JSON number"),
+        ({"choices__0__logprobs__content__0__token": None}, "a token is a JSON null"),
+        ({"choices__0__logprobs__content__0__logprob": "-0.1"}, "a logprob is a JSON string"),
+        ({"choices__0__logprobs__content__0__logprob": True}, "a logprob is a JSON boolean"),
+        ({"choices__0__logprobs__content__0__logprob": 10**400}, "not usable"),
+        ({"choices__0__logprobs__content__0__top_logprobs": {}}, "top_logprobs is a JSON"),
+        ({"choices__0__logprobs__content__0__top_logprobs__0__token": []}, "a token is a"),
+        ({"choices__0__logprobs__content": "1"}, "logprobs.content is a JSON string"),
+        ({"choices__0__logprobs__content__0": 1}, "entry is a JSON number"),
+    ],
+)
+def test_a_wrong_field_refuses_the_reply_with_a_reason(changes, why):
+    with pytest.raises(NotACompletion, match=why):
+        parse_completion(reply(**changes), model="m")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"null", b"1", b'"x"', b"true", b"[]", b"1e999", b"NaN", b"[" * 100_000, b'{"a":' * 5000],
+)
+def test_any_json_at_the_top_level_is_refused(body):
+    with pytest.raises(NotACompletion):
+        parse_completion(body, model="m")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"usage__prompt_tokens": "11"},
+        {"usage__prompt_tokens": 11.0},
+        {"usage__prompt_tokens": -1},
+        {"usage__prompt_tokens": True},
+        {"usage__prompt_tokens": 2**70},
+        {"usage__prompt_tokens": {"n": 1}},
+        {"usage": "11"},
+        {"usage": [11]},
+    ],
+)
+def test_a_wrong_usage_is_dropped_not_trusted(changes, caplog):
+    caplog.set_level("DEBUG", logger="backends.openai_wire")
+    completion = parse_completion(reply(**changes), model="m")
+    assert completion.text == "1"
+    assert completion.prompt_tokens is None
+    usage = completion.usage()
+    assert usage is None or all(type(v) is int for v in usage.values())
+    assert "ignored usage" in caplog.text
+
+
+@pytest.mark.parametrize("name", [7, 1.5, True, {"id": "x"}, ["x"], "", None])
+def test_a_wrong_model_name_gives_the_configured_one(name):
+    completion = parse_completion(reply(model=name), model="configured")
+    assert completion.model == "configured"
+    assert parse_completion(reply(model="x" * 1000), model="m").model == "x" * 256
+
+
+def test_odd_but_numeric_logprobs_and_reasons_are_passed_through():
+    for value, seen in [(math.inf, math.inf), (0.5, 0.5), (0, 0.0), (-(10**300), -1e300)]:
+        body = reply(choices__0__logprobs__content__0__logprob=value)
+        [token] = parse_completion(body, model="m").logprobs  # type: ignore[misc]
+        assert type(token.logprob) is float
+        assert token.logprob == seen
+    nan = parse_completion(reply(choices__0__logprobs__content__0__logprob=math.nan), model="m")
+    assert math.isnan(nan.logprobs[0].logprob)  # type: ignore[index]
+    for reason in ("length", "abort", None):
+        completion = parse_completion(reply(choices__0__finish_reason=reason), model="m")
+        assert completion.finish_reason == reason
+    long = parse_completion(reply(choices__0__finish_reason="l" * 999), model="m")
+    assert long.finish_reason == "l" * 64
+    for empty in (None, {}, []):
+        assert parse_completion(reply(choices__0__logprobs=empty), model="m").logprobs is None
 
 
 def test_error_messages():
