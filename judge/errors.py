@@ -71,11 +71,11 @@ class ConstraintError(JudgmentError):
 
 
 class TruncatedAnswerError(JudgmentError):
-    """The model's answer did not finish: its ``finish_reason`` is ``"length"``,
-    ``"abort"``, ``"content_filter"`` or another that is not a natural end.
+    """The answer reads as a score, but the model did not finish it: its ``finish_reason``
+    is ``"length"``, ``"abort"``, ``"content_filter"`` or another that is not a natural end.
 
-    A cut-off answer is never a score, even when its text is one ("0" cut off before
-    ".7" would read as 0.0).
+    A cut-off answer is never a score ("0" cut off before ".7" would read as 0.0). An
+    answer that is no score at all is a :class:`ScoreParseError`, cut off or not.
 
     Args:
         message: What happened.

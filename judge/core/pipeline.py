@@ -24,12 +24,12 @@ The dialogue for a batch:
 2. with ``expected_score``, the answers' logprobs are read (:mod:`judge.core.expected`);
    where an answer does not pass through ``"0."``, one or two rounds of short
    continuation requests (``"0"``, then ``"0."``) read the missing distributions;
-3. each answer is parsed (:func:`judge.core.parse.parse_score`); one the model did not
-   finish (``finish_reason`` ``"length"``, ``"abort"``...) is a
-   :class:`~judge.errors.TruncatedAnswerError` whatever its text
-   (:func:`judge.core.parse.check_finished`; a continuation is cut by its ``max_tokens``
-   on purpose and is not checked); under a constraint, an answer outside it is a
-   :class:`~judge.errors.ConstraintError`.
+3. each answer is parsed (:func:`judge.core.parse.parse_score`; text that is no score is
+   a :class:`~judge.errors.ScoreParseError`); one that reads as a score but that the
+   model did not finish (``finish_reason`` ``"length"``, ``"abort"``...) is a
+   :class:`~judge.errors.TruncatedAnswerError` (:func:`judge.core.parse.check_finished`;
+   a continuation is cut by its ``max_tokens`` on purpose and is not checked); under a
+   constraint, an answer outside it is a :class:`~judge.errors.ConstraintError`.
 
 Pure: no network, no Runnable, no tracing.
 """
@@ -54,6 +54,7 @@ from judge.core.prompt import (
     render_messages,
 )
 from judge.core.sanitize import neutralize_special_tokens
+from judge.core.sources import DEFAULT_POLICY, ImagePolicy
 from judge.errors import ConstraintError, InputError
 from judge.types import ThinkingScore
 
@@ -71,6 +72,9 @@ class JudgeOptions:
         temperature: Sampling temperature.
         repetition_penalty: Sent where the backend supports it.
         max_pixels: Pixel budget for images (None: no downsizing).
+        images: What may be read and sent for images given as file paths or http(s) URLs
+            (:class:`~judge.core.sources.ImagePolicy`: image root, file size limit, URL
+            policy); by default paths are read as given and URLs passed through.
         constrained: Constrain the answer to the score grid (structured outputs), and
             refuse an answer outside it.
         expected_score: Also compute the probability-weighted score from logprobs.
@@ -93,6 +97,7 @@ class JudgeOptions:
     neutralize_special_tokens: bool = True
     raise_on_error: bool = False
     cache_in_use: bool = False
+    images: ImagePolicy = DEFAULT_POLICY
 
 
 class BackendInfo(Protocol):
@@ -216,7 +221,7 @@ class JudgmentPipeline:
         options = self.options
         try:
             question, response, images = checked_fields(item)
-            parts = image_parts(images, max_pixels=options.max_pixels)
+            parts = image_parts(images, max_pixels=options.max_pixels, policy=options.images)
         except InputError as exc:
             return Judgment(error=exc)
         if options.neutralize_special_tokens:
@@ -394,13 +399,13 @@ class JudgmentPipeline:
         """Parse an answer; under a constraint, refuse one the constraint does not allow.
 
         Raises:
-            TruncatedAnswerError: The model did not finish the answer.
             ScoreParseError: The answer is not a score.
+            TruncatedAnswerError: It reads as one, but the model did not finish it.
             ConstraintError: The answer is a score the constraint does not allow (the
                 backend ignored structured outputs).
         """
+        score = parse_score(result.text)  # junk stays a parse error, cut off or not
         check_finished(result.finish_reason)
-        score = parse_score(result.text)
         if self.options.constrained and result.text not in self._choices:
             raise ConstraintError(
                 f"the answer {result.text[:40]!r} is not one the constraint allows: the "

@@ -223,3 +223,11 @@ def test_a_continuation_cut_by_its_max_tokens_is_read():
     assert isinstance(score, ThinkingScore)
     assert score.expected_score == pytest.approx(0.6 + 0.4 * 0.5 * 0.5)
     assert pipeline.cacheable(asked[1][0], rest)
+
+
+def test_junk_cut_off_stays_a_parse_error():
+    pipeline = JudgmentPipeline(JudgeOptions(), Capabilities())
+    _asked, [score] = run(pipeline, [ITEM], lambda r: Completion("ok so", finish_reason="length"))
+    assert isinstance(score, ThinkingScore)
+    assert score.error_type == "ScoreParseError"
+    assert score.metadata["finish_reason"] == "length"
