@@ -4,7 +4,8 @@
 (``--served-model-name thinking-reward-model --max-num-seqs 64 --max-model-len 32768``;
 ``--tensor-parallel-size`` as the card's two GPUs need it) through
 :meth:`backends.vllm_server.VLLMServerBackend.launch`, prints the base URL to use, and
-stops the server's whole process group on Ctrl-C (SIGINT), SIGTERM or SIGHUP.
+stops the server's whole process group on Ctrl-C (SIGINT), SIGTERM or SIGHUP, also
+when it was started with SIGINT ignored (a background job): see :func:`stop_signals`.
 """
 
 from __future__ import annotations
@@ -30,18 +31,31 @@ def vllm_installed() -> bool:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM (and SIGHUP) raise KeyboardInterrupt, as Ctrl-C does."""
+def stop_signals() -> Iterator[None]:
+    """Within the block, SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt, once.
+
+    SIGINT and SIGTERM are handled whatever this process inherited: a shell starts a
+    background job (``thinking-judge serve &``) with SIGINT ignored, and the server must
+    still stop on it. SIGHUP stays ignored when it was (``nohup`` asks exactly that).
+    Only the first signal raises: later ones, while the server is being stopped (which
+    is bounded: SIGKILL after the grace period), are ignored, so they cannot cut the stop
+    short and leave the server running.
+    """
+    raised: list[int] = []
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        if not raised:
+            raised.append(signum)
+            raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    names = ["SIGTERM", "SIGHUP"]
     previous: dict[int, Any] = {}
-    for name in names:
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         number = getattr(signal, name, None)
-        if number is not None:
-            previous[number] = signal.signal(number, interrupt)
+        if number is None:  # pragma: no cover - Windows has no SIGHUP
+            continue
+        if name == "SIGHUP" and signal.getsignal(number) == signal.SIG_IGN:
+            continue  # nohup
+        previous[number] = signal.signal(number, interrupt)
     try:
         yield
     finally:
@@ -106,7 +120,7 @@ def serve(
     }
     if tensor_parallel_size != 1:
         options["tensor_parallel_size"] = tensor_parallel_size
-    with _sigterm_as_interrupt():
+    with stop_signals():
         print(
             f"thinking-judge serve: starting vLLM on {host}:{port or 'a free port'} for {model} "
             f"(served as {served_model_name!r}); this takes a minute or more ...",
@@ -158,4 +172,4 @@ def serve(
             return ExitStatus.UNAVAILABLE
 
 
-__all__ = ["serve", "vllm_installed"]
+__all__ = ["serve", "stop_signals", "vllm_installed"]

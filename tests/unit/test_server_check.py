@@ -7,7 +7,11 @@ OpenAI-compatible API: ``GET /v1/models``, ``GET /version``, ``POST /v1/chat/com
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -292,3 +296,83 @@ def test_serve_passes_the_model_card_settings(monkeypatch, capsys):
     seen.clear()
     main(["serve", "--tensor-parallel-size", "2"])
     assert seen["tensor_parallel_size"] == 2
+
+
+SERVE_WITH_A_FAKE_SERVER = """
+import subprocess, sys
+import judge.cli.serve as serve
+from backends.vllm_launch import stop_process
+
+class Backend:
+    base_url = "http://127.0.0.1:9/v1"
+    log_path = "server.log"
+
+    def __init__(self):
+        self.server_process = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True
+        )
+        with open("server.pid", "w") as pid:
+            pid.write(str(self.server_process.pid))
+
+    def close(self):
+        stop_process(self.server_process, 5.0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+serve.vllm_installed = lambda: True
+serve.VLLMServerBackend.launch = lambda *args, **kwargs: Backend()
+sys.exit(serve.serve("m"))
+"""
+
+
+def _ignore_stop_signals() -> None:  # in the child, before exec: as a shell's `serve &`
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("sent", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_serve_stops_its_server_on_a_signal_even_when_started_with_it_ignored(tmp_path, sent):
+    """A background job inherits SIGINT ignored: serve still stops, and its server too."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVE_WITH_A_FAKE_SERVER],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+        preexec_fn=_ignore_stop_signals,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        assert process.stdout.readline().strip() == b"http://127.0.0.1:9/v1"  # ready
+        server = int((tmp_path / "server.pid").read_text())
+        process.send_signal(getattr(signal, sent))
+        process.send_signal(getattr(signal, sent))  # a second one cannot cut the stop short
+        assert process.wait(timeout=60) == ExitStatus.OK
+        assert b"thinking-judge serve: stopped" in process.stderr.read()
+        with pytest.raises(ProcessLookupError):
+            os.kill(server, 0)  # stopped and reaped
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_serve_keeps_sighup_ignored_under_nohup():
+    from judge.cli.serve import stop_signals
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with stop_signals():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            assert callable(signal.getsignal(signal.SIGINT))
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
