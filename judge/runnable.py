@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
@@ -29,6 +30,7 @@ from judge.core.images import traced_input
 from judge.core.inputs import IMAGE_KEYS
 from judge.core.pipeline import JudgeOptions, JudgmentPipeline, advance
 from judge.core.prompt import OutputFormat
+from judge.core.sources import MAX_IMAGE_BYTES, ImagePolicy, UrlPolicy
 from judge.types import JudgeInput, ThinkingScore
 
 if TYPE_CHECKING:
@@ -88,6 +90,20 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
             constraint; continuations too) are answered from it without a model call,
             and new answers that are scores are stored. ``metadata["cache"]`` says
             ``"hit"`` or ``"miss"``. None (default): no cache.
+        image_root: The folder image file paths are read from: a relative path resolves
+            against it, and a path that leaves it (an absolute path elsewhere, ``../``,
+            a symlink pointing out) fails that judgment with an
+            :class:`~judge.errors.ImageError`. None (default): paths are read as given,
+            so give a root whenever the inputs come from data you do not control
+            (``thinking-judge batch`` uses the input file's folder).
+        image_urls: What to do with http(s) image URLs: ``"pass"`` (default) sends them
+            for the server to fetch (limit what vLLM fetches with its
+            ``--allowed-media-domains``); ``"public"`` sends only those whose host is a
+            public address (loopback, private, link-local such as ``169.254.169.254``
+            and names resolving to them are refused: ``thinking-judge batch``'s
+            default); ``"refuse"`` refuses them all. See :mod:`judge.core.sources`.
+        max_image_bytes: The largest image file read (50 MB by default); only regular
+            files are read, so ``/dev/zero`` or a FIFO fails that judgment at once.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -104,6 +120,9 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
     output_format: OutputFormat = "bare"
     neutralize_special_tokens: bool = True
     cache: JudgmentCache | None = None
+    image_root: Path | None = None
+    image_urls: UrlPolicy = "pass"
+    max_image_bytes: int = Field(default=MAX_IMAGE_BYTES, ge=1)
 
     _built: tuple[tuple[Any, ...], JudgmentPipeline, Backend] | None = PrivateAttr(default=None)
 
@@ -197,6 +216,7 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
             neutralize_special_tokens=self.neutralize_special_tokens,
             raise_on_error=self.raise_on_error,
             cache_in_use=self.cache is not None,
+            images=ImagePolicy(self.image_root, self.image_urls, self.max_image_bytes),
         )
 
     def pipeline(self) -> tuple[JudgmentPipeline, Backend]:
@@ -222,6 +242,9 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
             self.output_format,
             self.neutralize_special_tokens,
             self.raise_on_error,
+            self.image_root,
+            self.image_urls,
+            self.max_image_bytes,
         )
         # Read straight from pydantic's private store: ``self._built`` goes through
         # BaseModel.__getattr__, which costs about as much as building a pipeline.

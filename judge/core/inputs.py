@@ -374,13 +374,15 @@ def info_images(info: Mapping[str, Any] | None) -> tuple[Any, ...]:
 def resolve_image(value: Any, base: Path) -> Any:
     """An image field of a data file: a relative path resolved against ``base``.
 
-    URLs and data URLs pass unchanged, an absolute path stays as it is, and a Parquet /
-    datasets ``{"bytes", "path"}`` struct gives its bytes (else its path).
+    URLs and data URLs pass unchanged, a path becomes absolute (a relative one resolved
+    against ``base``; symlinks are left for the judge's image root to resolve and check:
+    nothing is read here), and a Parquet / datasets ``{"bytes", "path"}`` struct gives
+    its bytes (else its path).
     """
     if isinstance(value, Mapping) and ("bytes" in value or "path" in value):
         value = value.get("bytes") if value.get("bytes") is not None else value.get("path")
     if isinstance(value, str) and not value.lower().startswith(URL_PREFIXES):
-        return os.fspath(base / value)
+        return os.path.join(os.path.abspath(base), value)
     return value
 
 
@@ -390,7 +392,10 @@ def record_input(row: Mapping[str, Any], base: Path) -> JudgeInput:
     Args:
         row: The row's fields: ``question``, ``response``, optionally ``image`` or
             ``images`` (paths relative to ``base``, URLs, data URLs, Parquet structs).
-        base: The folder relative image paths are resolved against.
+        base: The folder relative image paths are resolved against. Which files may
+            then be read is the judge's image root
+            (:attr:`~judge.runnable.ThinkingRewardJudge.image_root`; ``thinking-judge
+            batch`` sets it to the input file's folder unless ``--image-root`` is given).
 
     Raises:
         InputError: A missing or non-string question or response, both image fields,

@@ -140,15 +140,18 @@ def _locate(path: str, root: Path | None) -> str:
     """The path to open: as given, or resolved inside ``root`` (ImageError if it leaves)."""
     if root is None:
         return os.fspath(Path(path).expanduser())
-    base = Path(root).resolve()
+    given = Path(os.path.abspath(root))
+    base = given.resolve()
     if not base.is_dir():
         raise _Refused(f"the image root {os.fspath(root)!r} is not a directory")
-    # First without touching the file system, so that a path outside the root is refused
-    # alike whether or not it exists; then with every symlink resolved.
-    inside = Path(os.path.normpath(base / path))
-    real = inside.resolve() if inside.is_relative_to(base) else inside
+    # First without touching the file system (against the root as given or resolved), so
+    # that a path outside is refused alike whether or not it exists; then with every
+    # symlink resolved.
+    inside = Path(os.path.normpath(given / path))
+    lexical = inside.is_relative_to(given) or inside.is_relative_to(base)
+    real = inside.resolve() if lexical else inside
     if not real.is_relative_to(base):
-        raise _Refused(f"image path leaves the image root {os.fspath(base)!r}")
+        raise _Refused(f"image path leaves the image root {os.fspath(root)!r}")
     return os.fspath(real)  # symlinks resolved: what was checked is what is opened
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from judge.core import sources
 from judge.core.images import image_part, image_parts
-from judge.core.sources import ImagePolicy, read_image_file
+from judge.core.sources import ImagePolicy, private_host, read_image_file
 from judge.errors import ImageError
 
 
@@ -138,3 +138,194 @@ def test_a_refused_file_fails_its_item_only(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="character device"):
         image_parts([good, "/dev/zero"])
     assert len(image_parts([good, good])) == 2
+
+
+# --------------------------------------------------------------------- the image root
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """root/ with an image, a sub-folder, and symlinks in and out; secret.png outside."""
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.png").write_bytes(_png())
+    (root / "sub" / "b.png").write_bytes(_png())
+    (tmp_path / "secret.png").write_bytes(_png())
+    (root / "in.png").symlink_to(root / "sub" / "b.png")
+    (root / "out.png").symlink_to(tmp_path / "secret.png")
+    (root / "outdir").symlink_to(tmp_path)
+    return root
+
+
+@pytest.mark.parametrize("path", ["a.png", "sub/b.png", "sub/../a.png", "in.png", "./a.png"])
+def test_paths_inside_the_root_are_read(tree: Path, path: str) -> None:
+    assert read_image_file(path, ImagePolicy(root=tree)) == _png()
+
+
+def test_an_absolute_path_inside_the_root_is_read(tree: Path) -> None:
+    assert read_image_file(os.fspath(tree / "a.png"), ImagePolicy(root=tree)) == _png()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["../secret.png", "sub/../../secret.png", "out.png", "outdir/secret.png", "/etc/passwd"],
+)
+def test_paths_leaving_the_root_are_refused(tree: Path, path: str) -> None:
+    with pytest.raises(ImageError, match="leaves the image root") as info:
+        read_image_file(path, ImagePolicy(root=tree))
+    assert info.value.source == path
+
+
+def test_an_absolute_path_to_the_secret_is_refused(tree: Path) -> None:
+    secret = os.fspath(tree.parent / "secret.png")
+    with pytest.raises(ImageError, match="leaves the image root"):
+        image_part(secret, policy=ImagePolicy(root=tree))
+    assert image_part(secret)  # without a root, read as given
+
+
+def test_whether_a_file_outside_exists_is_not_told(tree: Path) -> None:
+    policy = ImagePolicy(root=tree)
+    messages = set()
+    for path in ("../secret.png", "../no-such.png"):
+        with pytest.raises(ImageError) as info:
+            read_image_file(path, policy)
+        messages.add(str(info.value).replace(path, "PATH"))
+    assert len(messages) == 1
+
+
+def test_a_relative_root_and_a_symlinked_root(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tree.parent)
+    assert read_image_file("sub/b.png", ImagePolicy(root=Path("root"))) == _png()
+    link = tmp_path / "link"
+    link.symlink_to(tree)
+    assert read_image_file(os.fspath(link / "a.png"), ImagePolicy(root=link)) == _png()
+    assert read_image_file(os.fspath(tree / "a.png"), ImagePolicy(root=link)) == _png()
+    with pytest.raises(ImageError, match="leaves"):
+        read_image_file(os.fspath(link / ".." / "secret.png"), ImagePolicy(root=link))
+
+
+def test_a_missing_root_is_an_image_error(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match=r"image root .* is not a directory"):
+        read_image_file("a.png", ImagePolicy(root=tmp_path / "nope"))
+
+
+def test_the_judge_refuses_a_path_outside_its_root_for_that_input_only(tree: Path) -> None:
+    from judge import ThinkingRewardJudge
+    from judge.testing.fake import FakeBackend
+
+    judge = ThinkingRewardJudge(backend=FakeBackend(scores=[0.7, 1.0]), image_root=tree)
+    good = {"question": "q", "response": "r", "image": "a.png"}
+    bad = {"question": "q", "response": "r", "image": "../secret.png"}
+    dev = {"question": "q", "response": "r", "image": "/dev/zero"}
+    scores = judge.batch([good, bad, dev, good])
+    assert [s.ok for s in scores] == [True, False, False, True]
+    assert "leaves the image root" in (scores[1].error or "")
+    assert "leaves the image root" in (scores[2].error or "")
+    assert scores[1].error_kind == scores[2].error_kind == "input"
+
+
+def test_batch_records_resolve_against_the_data_folder(tree: Path) -> None:
+    from judge.core.inputs import record_input
+
+    row = {"question": "q", "response": "r", "images": ["a.png", "../secret.png"]}
+    item = record_input(row, tree)
+    policy = ImagePolicy(root=tree)
+    assert image_parts(item["images"][0], policy=policy)
+    with pytest.raises(ImageError, match="leaves the image root"):
+        image_parts(item["images"][1], policy=policy)
+
+
+# --------------------------------------------------------------------- http(s) URLs
+
+PUBLIC = ImagePolicy(urls="public")
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("http://127.0.0.1/a.png", "loopback"),
+        ("http://127.0.0.1:8000/v1/models", "loopback"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://10.1.2.3/a.png", "private"),
+        ("http://192.168.0.1/a.png", "private"),
+        ("http://172.16.0.1/a.png", "private"),
+        ("http://[::1]/a.png", "loopback"),
+        ("http://[::ffff:127.0.0.1]/a.png", "loopback"),
+        ("http://[fe80::1%25eth0]/a.png", "link-local"),
+        ("http://[fd00::1]/a.png", "private"),
+        ("http://localhost/a.png", "loopback name"),
+        ("http://LocalHost./a.png", "loopback name"),
+        ("http://api.localhost/a.png", "loopback name"),
+        ("http://0.0.0.0/a.png", "private"),
+        ("http://2130706433/a.png", "loopback"),
+        ("http://0x7f.1/a.png", "loopback"),
+        ("http://127.1/a.png", "loopback"),
+        ("http://0177.0.0.1/a.png", "loopback"),
+        ("http://100.64.0.1/a.png", "non-global"),
+        ("https://user:pw@127.0.0.1/a.png?token=s3cr3t", "loopback"),
+    ],
+)
+def test_public_policy_refuses_non_public_hosts(no_dns: object, url: str, kind: str) -> None:
+    with pytest.raises(ImageError, match=f"its host is an? {kind}") as info:
+        image_part(url, policy=PUBLIC)
+    assert "s3cr3t" not in str(info.value)
+    assert "pw" not in str(info.value)
+
+
+def test_public_policy_resolves_names(no_dns: dict[str, list[str]]) -> None:
+    no_dns["images.example.com"] = ["93.184.216.34"]
+    no_dns["evil.example.com"] = ["93.184.216.34", "127.0.0.1"]
+    no_dns["meta.example.com"] = ["169.254.169.254"]
+    url = "https://images.example.com/a.png"
+    assert image_part(url, policy=PUBLIC)["image_url"]["url"] == url
+    assert image_part("https://93.184.216.34/a.png", policy=PUBLIC)
+    with pytest.raises(ImageError, match="resolves to a loopback address"):
+        image_part("https://evil.example.com/a.png", policy=PUBLIC)
+    with pytest.raises(ImageError, match="resolves to a link-local address"):
+        image_part("https://meta.example.com/a.png", policy=PUBLIC)
+    with pytest.raises(ImageError, match="cannot be resolved"):
+        image_part("https://unknown.example.com/a.png", policy=PUBLIC)
+
+
+def test_a_slow_resolver_is_given_up_on(no_dns: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    monkeypatch.setattr(sources, "RESOLVE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(sources, "resolver", lambda name: release.wait(5) and [])
+    started = time.monotonic()
+    try:
+        assert private_host("slow.example.com") == "a name that cannot be resolved here"
+    finally:
+        release.set()
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/a.png", "https://images.example.com/a.png"])
+def test_refuse_policy_refuses_every_url_but_data_urls(url: str) -> None:
+    with pytest.raises(ImageError, match="image URLs are refused"):
+        image_part(url, policy=ImagePolicy(urls="refuse"))
+    data = "data:image/png;base64," + __import__("base64").b64encode(_png()).decode()
+    assert image_part(data, policy=ImagePolicy(urls="refuse"))
+
+
+def test_pass_policy_is_the_default_and_sends_any_host() -> None:
+    for url in ("http://127.0.0.1/a.png", "http://169.254.169.254/x"):
+        assert image_part(url)["image_url"]["url"] == url
+
+
+def test_unknown_url_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="image_urls"):
+        ImagePolicy(urls="fetch")  # type: ignore[arg-type]
+
+
+def test_the_judge_applies_its_url_policy_per_input(no_dns: object) -> None:
+    from judge import ThinkingRewardJudge
+    from judge.testing.fake import FakeBackend
+
+    judge = ThinkingRewardJudge(backend=FakeBackend(scores=[0.7]), image_urls="public")
+    good = {"question": "q", "response": "r"}
+    bad = {"question": "q", "response": "r", "image": "http://169.254.169.254/latest"}
+    scores = judge.batch([good, bad, good])
+    assert [s.ok for s in scores] == [True, False, True]
+    assert "link-local" in (scores[1].error or "")
