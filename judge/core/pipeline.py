@@ -24,12 +24,12 @@ The dialogue for a batch:
 2. with ``expected_score``, the answers' logprobs are read (:mod:`judge.core.expected`);
    where an answer does not pass through ``"0."``, one or two rounds of short
    continuation requests (``"0"``, then ``"0."``) read the missing distributions;
-3. each answer is parsed (:func:`judge.core.parse.parse_score`); one the model did not
-   finish (``finish_reason`` ``"length"``, ``"abort"``...) is a
-   :class:`~judge.errors.TruncatedAnswerError` whatever its text
-   (:func:`judge.core.parse.check_finished`; a continuation is cut by its ``max_tokens``
-   on purpose and is not checked); under a constraint, an answer outside it is a
-   :class:`~judge.errors.ConstraintError`.
+3. each answer is parsed (:func:`judge.core.parse.parse_score`; text that is no score is
+   a :class:`~judge.errors.ScoreParseError`); one that reads as a score but that the
+   model did not finish (``finish_reason`` ``"length"``, ``"abort"``...) is a
+   :class:`~judge.errors.TruncatedAnswerError` (:func:`judge.core.parse.check_finished`;
+   a continuation is cut by its ``max_tokens`` on purpose and is not checked); under a
+   constraint, an answer outside it is a :class:`~judge.errors.ConstraintError`.
 
 Pure: no network, no Runnable, no tracing.
 """
@@ -399,13 +399,13 @@ class JudgmentPipeline:
         """Parse an answer; under a constraint, refuse one the constraint does not allow.
 
         Raises:
-            TruncatedAnswerError: The model did not finish the answer.
             ScoreParseError: The answer is not a score.
+            TruncatedAnswerError: It reads as one, but the model did not finish it.
             ConstraintError: The answer is a score the constraint does not allow (the
                 backend ignored structured outputs).
         """
+        score = parse_score(result.text)  # junk stays a parse error, cut off or not
         check_finished(result.finish_reason)
-        score = parse_score(result.text)
         if self.options.constrained and result.text not in self._choices:
             raise ConstraintError(
                 f"the answer {result.text[:40]!r} is not one the constraint allows: the "
