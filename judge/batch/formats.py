@@ -3,28 +3,50 @@
 JSON Lines (``.jsonl``, ``.ndjson``, ``.jsonlines``), CSV (``.csv``, read with the
 standard library) or Parquet (``.parquet``, ``.pq``; needs ``pyarrow``), chosen by the file
 extension unless a format is named. Each record has ``question`` and ``response``
-(strings), optionally ``id`` (a string or an integer; by default the record's 0-based line
-number in a JSON Lines file, its 0-based data row in CSV and Parquet) and ``image`` or
-``images``: paths (relative to the input file's folder), http(s) URLs or data URLs, or
+(strings), optionally ``id`` (a string or an integer) and ``image`` or ``images``: paths
+(relative to the input file's folder), http(s) URLs or data URLs, or
 ``{"bytes": ..., "path": ...}`` as Hugging Face datasets store images (raw bytes only from
 Parquet). In CSV every cell is a string (so ids are strings too), an empty cell is a
 missing field and ``images`` is a JSON array. Blank lines are skipped (they still count in
 line numbers). The input is read as a stream: one line, CSV row or Parquet record batch
 in memory at a time, whatever the file's length.
 
-A record that cannot be judged (not JSON, not an object, ``question`` or ``response``
-missing or not a string, a bad ``id``, both ``image`` and ``images``) is read as an
-:class:`InputRecord` with ``error`` set, never an exception. This module reads rows and
-their ids; turning a row into a judge input (image paths resolved against the input's
-folder) is :func:`judge.core.inputs.record_input`, the one input extractor.
+**Line numbers** are 1-based, as an editor shows them: the line a JSON Lines record is
+on, the line a CSV record starts on (the header is line 1; a quoted cell may span lines),
+the row of a Parquet file (the first row is row 1).
+
+**Default ids.** A record without an ``id`` gets ``"line:N"`` (JSON Lines, CSV) or
+``"row:N"`` (Parquet), ``N`` its line or row number. They are strings, so they never equal
+an integer id, and an explicit ``id`` of that form (``"line:7"``) is refused as an input
+error: a default id never collides with an explicit one.
+
+**Every record is accounted for.** A record that cannot be judged (not JSON or not UTF-8,
+not an object, ``question`` or ``response`` missing or not a string, a bad ``id``, both
+``image`` and ``images``) is read as an :class:`InputRecord` with ``error`` set, never an
+exception. CSV is read strictly: a quote opened and never closed, text after a closing
+quote, a cell above the field limit, a NUL byte or more cells than the header make an
+error record that names the lines it covers, and reading goes on at the next line (a
+quote never closed covers every line to the end of the file). A file that cannot be read
+to its end (a read error, a Parquet file cut short or corrupt) ends with an error record
+saying where reading stopped, never a short success.
+
+**Fingerprints.** Each judgeable record carries ``fingerprint``: the SHA-256 of its
+question, response and image references (paths, URLs, the bytes of inline images; not the
+content of image files), so that a resumed run can tell a changed record from the one it
+judged (see :mod:`judge.batch.runner`).
+
+This module reads rows and their ids; turning a row into a judge input (image paths
+resolved against the input's folder) is :func:`judge.core.inputs.record_input`, the one
+input extractor.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import os
-import sys
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +72,8 @@ EXTENSIONS: dict[str, InputFormat] = {
 """File extension -> input format."""
 
 _PARQUET_BATCH_ROWS = 256  # Parquet rows decoded at a time
+_CSV_FIELD_LIMIT = 2**31 - 1  # data URLs make large cells
+_DEFAULT_ID = re.compile(r"(?:line|row):[0-9]+")
 
 
 class BatchError(ThinkingJudgeError):
@@ -61,16 +85,19 @@ class InputRecord:
     """One input record, read and checked.
 
     Attributes:
-        index: Its 0-based line (JSON Lines) or data row (CSV, Parquet).
-        id: Its id: the record's ``id`` field, or ``index`` when it has none.
+        line: Its 1-based line (JSON Lines; CSV: the line it starts on) or row (Parquet).
+        id: Its id: the record's ``id`` field, or ``"line:N"`` / ``"row:N"`` without one.
         item: What the judge gets, image paths resolved; None when ``error`` is set.
         error: Why the record cannot be judged, or None.
+        fingerprint: SHA-256 (hex) of its question, response and image references; None
+            when ``error`` is set.
     """
 
-    index: int
+    line: int
     id: str | int
     item: JudgeInput | None = None
     error: str | None = None
+    fingerprint: str | None = None
 
 
 def input_format_of(path: str | os.PathLike[str]) -> InputFormat:
@@ -141,8 +168,9 @@ def count_records(path: str | os.PathLike[str], input_format: InputFormat | None
 def _records(path: Path, fmt: InputFormat) -> Iterator[InputRecord]:
     rows = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}[fmt](path)
     base = path.parent
-    for index, row in rows:
-        yield _record(index, row, base)
+    unit = "row" if fmt == "parquet" else "line"
+    for line, row in rows:
+        yield _record(line, unit, row, base)
 
 
 @overload
@@ -151,7 +179,7 @@ def _open(path: Path, mode: Literal["r"]) -> TextIO: ...
 def _open(path: Path, mode: Literal["rb"]) -> BinaryIO: ...
 def _open(path: Path, mode: Literal["r", "rb"]) -> TextIO | BinaryIO:
     try:
-        if mode == "r":  # undecodable bytes reach the judge, which rejects them per record
+        if mode == "r":  # undecodable bytes make that CSV record unreadable, not the file
             return path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="")
         return path.open("rb")
     except OSError as exc:
@@ -167,39 +195,104 @@ class _Unreadable:
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
     """``(line number, parsed value or _Unreadable)`` for each non-blank line."""
+    number = 0
     with _open(path, "rb") as file:
-        for index, line in enumerate(file):
-            if index == 0 and line.startswith(codecs.BOM_UTF8):
-                line = line[len(codecs.BOM_UTF8) :]
-            if not line.strip():
-                continue
-            try:
-                yield index, orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                yield index, _Unreadable(f"line {index} is not valid JSON: {exc}")
+        try:
+            for number, line in enumerate(file, start=1):
+                if number == 1 and line.startswith(codecs.BOM_UTF8):
+                    line = line[len(codecs.BOM_UTF8) :]
+                if not line.strip():
+                    continue
+                try:
+                    yield number, orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    yield number, _Unreadable(f"line {number} is not valid JSON: {exc}")
+        except OSError as exc:
+            yield number + 1, _stopped(path, f"line {number + 1}", exc)
+
+
+def _stopped(path: Path, where: str, exc: BaseException) -> _Unreadable:
+    """The error record of a file that cannot be read to its end."""
+    return _Unreadable(
+        f"{os.fspath(path)!r} cannot be read to its end: reading stopped at {where} ({exc}); "
+        "the records from there on are not read"
+    )
+
+
+def _lines(first: int, last: int) -> str:
+    return f"line {first}" if last <= first else f"lines {first}-{last}"
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    """``(data row, dict of non-empty cells or _Unreadable)`` for each CSV row."""
-    # Data URLs make large cells; the limit is process-wide and is only ever raised.
-    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    """``(start line, dict of non-empty cells or _Unreadable)`` for each CSV record."""
+    # The limit is process-wide and is only ever raised.
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
+    header: list[str] | None = None
     with _open(path, "r") as file:
-        reader = csv.DictReader(file)
-        for index in range(sys.maxsize):
+        reader = csv.reader(file, strict=True)
+        start = 1
+        while True:
             try:
                 row = next(reader)
             except StopIteration:
                 return
+            except OSError as exc:
+                yield start, _stopped(path, f"line {start}", exc)
+                return
             except csv.Error as exc:
-                yield index, _Unreadable(f"row {index} is not valid CSV: {exc}")
+                first, start = start, reader.line_num + 1
+                yield first, _csv_error(first, reader.line_num, exc, header is None)
+                if header is None:  # without a header no row can be read
+                    return
                 continue
-            cells: dict[str, Any] = {k: v for k, v in row.items() if k is not None and v != ""}
-            if "images" in cells:
-                try:
-                    cells["images"] = orjson.loads(cells["images"])
-                except orjson.JSONDecodeError:
-                    cells["images"] = _Unreadable("'images' must be a JSON array of images")
-            yield index, cells
+            first, start = start, reader.line_num + 1
+            if not row:  # a blank line
+                continue
+            if header is None:
+                if any("\x00" in cell for cell in row):
+                    yield first, _csv_error(first, first, csv.Error("a NUL byte"), True)
+                    return
+                header = row
+                continue
+            yield first, _csv_cells(first, reader.line_num, header, row)
+
+
+def _csv_error(first: int, last: int, exc: csv.Error, header: bool) -> _Unreadable:
+    where = _lines(first, last)
+    if "unexpected end of data" in str(exc):
+        return _Unreadable(
+            f"{where}: a quote opened on line {first} is never closed, so the file cannot "
+            "be read to its end; the records from there on are not read"
+        )
+    if header:
+        return _Unreadable(
+            f"the CSV header ({where}) is not valid CSV: {exc}; nothing of the file is read"
+        )
+    return _Unreadable(f"{where} not valid CSV: {exc}; the records there are not read")
+
+
+def _csv_cells(first: int, last: int, header: list[str], row: list[str]) -> Any:
+    """One CSV record's non-empty cells by column name, or why it is unreadable."""
+    where = _lines(first, last)
+    if any("\x00" in cell for cell in row):
+        return _Unreadable(f"{where}: a NUL byte; is this a UTF-8 CSV file?")
+    try:
+        "".join(row).encode("utf-8")  # undecodable bytes were read as lone surrogates
+    except UnicodeEncodeError:
+        return _Unreadable(f"{where}: not valid UTF-8; the record is not read")
+    if len(row) > len(header):
+        return _Unreadable(
+            f"{where}: {len(row)} cells, more than the header's {len(header)} "
+            "(an unquoted comma?); the record is not read"
+        )
+    cells: dict[str, Any] = {k: v for k, v in zip(header, row, strict=False) if v != ""}
+    if "images" in cells:
+        try:
+            cells["images"] = orjson.loads(cells["images"])
+        except orjson.JSONDecodeError:
+            cells["images"] = _Unreadable("'images' must be a JSON array of images")
+    return cells
 
 
 def _parquet_file(path: Path) -> Any:
@@ -218,36 +311,62 @@ def _parquet_file(path: Path) -> Any:
 
 def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
     """``(row, dict)`` for each Parquet row, one record batch in memory at a time."""
-    index = 0
-    for batch in _parquet_file(path).iter_batches(batch_size=_PARQUET_BATCH_ROWS):
-        for row in batch.to_pylist():
-            yield index, row
-            index += 1
+    import pyarrow
+
+    number = 0
+    try:
+        for batch in _parquet_file(path).iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+            for row in batch.to_pylist():
+                number += 1
+                yield number, row
+    except (OSError, ValueError, pyarrow.ArrowException, BatchError) as exc:
+        yield number + 1, _stopped(path, f"row {number + 1}", exc)
 
 
-def _record(index: int, row: Any, base: Path) -> InputRecord:
+def _fingerprint(row: Mapping[str, Any]) -> str:
+    """SHA-256 of a record's question, response and image references."""
+    fields = [row.get(key) for key in ("question", "response", "image", "images")]
+    data = orjson.dumps(fields, default=_bytes_digest, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _bytes_digest(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "sha256:" + hashlib.sha256(value).hexdigest()
+    return repr(value)
+
+
+def _record(line: int, unit: str, row: Any, base: Path) -> InputRecord:
     """Check one parsed row's id and turn the row into a judge input (judge.core.inputs)."""
+    default, where = f"{unit}:{line}", f"{unit} {line}"
     if isinstance(row, _Unreadable):
-        return InputRecord(index, index, error=row.message)
+        return InputRecord(line, default, error=row.message)
     if not isinstance(row, Mapping):
         kind = type(row).__name__
-        return InputRecord(index, index, error=f"record {index} is not a JSON object ({kind})")
+        return InputRecord(line, default, error=f"{where} is not a JSON object ({kind})")
     rid = row.get("id")
     if rid is None:
-        rid = index
+        rid = default
     elif isinstance(rid, bool) or not isinstance(rid, (str, int)):
         return InputRecord(
-            index, index, error=f"record {index}: 'id' must be a string or an integer, got {rid!r}"
+            line, default, error=f"{where}: 'id' must be a string or an integer, got {rid!r}"
+        )
+    elif isinstance(rid, str) and _DEFAULT_ID.fullmatch(rid):
+        return InputRecord(
+            line,
+            default,
+            error=f"{where}: the id {rid!r} has the form of a default id "
+            "('line:N', 'row:N'), which only records without an id get",
         )
     images = row.get("images")
     unreadable = images if isinstance(images, _Unreadable) else None
     try:  # an unreadable CSV 'images' cell is reported after the row's other faults
         item = record_input(row if unreadable is None else {**row, "images": []}, base)
     except InputError as exc:
-        return InputRecord(index, rid, error=f"record {index}: {exc}")
+        return InputRecord(line, rid, error=f"{where}: {exc}")
     if unreadable is not None:
-        return InputRecord(index, rid, error=f"record {index}: {unreadable.message}")
-    return InputRecord(index, rid, item=item)
+        return InputRecord(line, rid, error=f"{where}: {unreadable.message}")
+    return InputRecord(line, rid, item=item, fingerprint=_fingerprint(row))
 
 
 __all__ = [

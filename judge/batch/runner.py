@@ -13,7 +13,9 @@ exactly one line per id. ``1`` and ``"1"`` are different ids. Memory stays bound
 whatever the input's length, apart from one set entry per id.
 
 **Unusable records** (see :mod:`judge.batch.formats`) become error records (``score``
-null, ``error_kind`` ``"input"``, ``metadata.input_line`` its line or row), never a crash.
+null, ``error_kind`` ``"input"``, ``metadata.input_line`` its 1-based line or row), never a
+crash. Every record read is accounted for: the summary line counts records read and
+scored + failed + skipped + duplicates add up to it (unless the run stopped).
 
 **Resume.** Ids with a result in the output are skipped, so re-running the same command
 after any kill (SIGKILL included) scores only what is missing and ends with exactly one
@@ -70,7 +72,9 @@ class BatchSummary:
 
     Attributes:
         output: The result file.
-        records: Input records read (blank lines not counted).
+        records: Input records read (blank lines not counted; an unreadable stretch of a
+            file is one record). Unless the run stopped, ``scored + failed + skipped +
+            duplicates`` is ``records``: every record is accounted for.
         scored: Records judged in this run with a score.
         failed: Records judged (or found unusable) in this run without a score.
         skipped: Records whose id already had a result in the output (not judged again).
@@ -108,6 +112,12 @@ class BatchSummary:
         return (self.scored + self.failed) / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
+    def not_judged(self) -> int:
+        """Records read but not settled: in flight or waiting when the run stopped."""
+        settled = self.scored + self.failed + self.skipped + self.duplicates
+        return max(0, self.records - settled)
+
+    @property
     def exit_status(self) -> ExitStatus:
         """The run's exit status (:class:`~judge.failures.ExitStatus`).
 
@@ -129,11 +139,13 @@ class BatchSummary:
         if self.duplicates:
             shown = ", ".join(f"{i!r} (line {n})" for i, n in self.duplicate_examples[:5])
             parts.append(f"{self.duplicates} duplicate ids not judged: {shown}")
+        if self.not_judged:
+            parts.append(f"{self.not_judged} not judged (the run stopped)")
         if self.cache_hits or self.cache_misses:
             parts.append(f"cache: {self.cache_hits} hits, {self.cache_misses} misses")
         text = (
-            f"{', '.join(parts)} in {self.elapsed_s:.1f} s ({self.rate:.1f}/s); "
-            f"results in {self.output}"
+            f"{self.records} records read: {', '.join(parts)} "
+            f"in {self.elapsed_s:.1f} s ({self.rate:.1f}/s); results in {self.output}"
         )
         if self.aborted is not None:
             text += f"; STOPPED: {self.aborted}; run the same command again to resume"
@@ -179,7 +191,7 @@ class _Run:
             if key in seen:
                 summary.duplicates += 1
                 if len(summary.duplicate_examples) < _DUPLICATES_KEPT:
-                    summary.duplicate_examples.append((record.id, record.index))
+                    summary.duplicate_examples.append((record.id, record.line))
                 self.progress.update(failed=True)
                 continue
             seen.add(key)
@@ -190,7 +202,7 @@ class _Run:
                 continue
             if record.error is not None:
                 failure = ThinkingScore.failure(
-                    InputError(record.error), metadata={"input_line": record.index}
+                    InputError(record.error), metadata={"input_line": record.line}
                 )
                 self.finish(record, failure)
                 continue

@@ -38,7 +38,7 @@ def test_cli_batch_exit_status_and_summary(tmp_path, fake_cli_backend, capsys):
     good = write_jsonl(tmp_path / "good.jsonl", records(3))
     assert cli.main(["batch", str(good), "-o", str(tmp_path / "g.out"), "--progress", "off"]) == 0
     err = capsys.readouterr().err
-    assert "thinking-judge batch: 3 scored, 0 failed, 0 skipped as done" in err
+    assert "thinking-judge batch: 3 records read: 3 scored, 0 failed, 0 skipped as done" in err
     bad = write_jsonl(tmp_path / "bad.jsonl", [*records(3), "{oops"])
     assert cli.main(["batch", str(bad), "-o", str(tmp_path / "b.out"), "--progress", "off"]) == 1
     assert "3 scored, 1 failed" in capsys.readouterr().err

@@ -27,7 +27,7 @@ from judge.batch import (
 )
 
 
-def test_default_id_is_the_zero_based_line_number_and_blank_lines_are_skipped(tmp_path):
+def test_default_id_is_the_one_based_line_as_a_string_and_blank_lines_are_skipped(tmp_path):
     rows = [
         {"question": "q", "response": "a"},
         "",
@@ -37,7 +37,7 @@ def test_default_id_is_the_zero_based_line_number_and_blank_lines_are_skipped(tm
     ]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     summary = run_batch(judge_with(), source, tmp_path / "out.jsonl")
-    assert set(by_id(tmp_path / "out.jsonl")) == {0, 3, "x"}
+    assert set(by_id(tmp_path / "out.jsonl")) == {"line:1", "line:4", "x"}
     assert summary.records == 3
 
 
@@ -65,22 +65,30 @@ def test_a_utf8_byte_order_mark_does_not_spoil_the_first_line(tmp_path):
 @pytest.mark.parametrize(
     ("line", "expected_id", "message"),
     [
-        ("{not json", 0, "not valid JSON"),
-        ('["a", "list"]', 0, "is not a JSON object (list)"),
-        ("17", 0, "is not a JSON object (int)"),
+        ("{not json", "line:1", "not valid JSON"),
+        ('["a", "list"]', "line:1", "is not a JSON object (list)"),
+        ("17", "line:1", "is not a JSON object (int)"),
         ('{"id": "m", "question": "q"}', "m", "'response' must be a string, got nothing"),
         (
             '{"id": "m", "question": 3, "response": "a"}',
             "m",
             "'question' must be a string, got int",
         ),
-        ('{"id": 1.5, "question": "q", "response": "a"}', 0, "'id' must be a string or an integer"),
         (
-            '{"id": true, "question": "q", "response": "a"}',
-            0,
+            '{"id": 1.5, "question": "q", "response": "a"}',
+            "line:1",
             "'id' must be a string or an integer",
         ),
-        ('{"id": [1], "question": "q", "response": "a"}', 0, "'id' must be a string or an integer"),
+        (
+            '{"id": true, "question": "q", "response": "a"}',
+            "line:1",
+            "'id' must be a string or an integer",
+        ),
+        (
+            '{"id": [1], "question": "q", "response": "a"}',
+            "line:1",
+            "'id' must be a string or an integer",
+        ),
         (
             '{"id": "m", "question": "q", "response": "a", "image": "x.png", "images": []}',
             "m",
@@ -101,7 +109,8 @@ def test_an_unusable_line_becomes_an_input_error_record(tmp_path, line, expected
     assert bad["error_type"] == "InputError"
     assert bad["error_kind"] == "input"
     assert message in bad["error"]
-    assert bad["metadata"] == {"input_line": 0}
+    assert bad["metadata"] == {"input_line": 1}
+    assert "line 1" in bad["error"]
     assert out["ok"]["score"] == 0.5
     assert len(backend.requests) == 1  # the bad line never reached the model
     assert (summary.scored, summary.failed) == (1, 1)
@@ -116,7 +125,7 @@ def test_invalid_utf8_in_a_line_is_an_error_record_not_a_crash(tmp_path):
     )
     summary = run_batch(judge_with(), source, tmp_path / "out.jsonl")
     out = by_id(tmp_path / "out.jsonl")
-    assert out[0]["error_type"] == "InputError"
+    assert out["line:1"]["error_type"] == "InputError"
     assert out["ok"]["score"] == 0.5
     assert summary.exit_status == 1
 
@@ -181,7 +190,7 @@ def test_csv_input_is_read_with_string_ids_and_json_image_lists(tmp_path):
         [
             ["x1", "q, with a comma", "line one\nline two", "", ""],
             ["7", "q", "a", "a.png", ""],
-            ["", "q", "a", "", '["a.png", "a.png"]'],  # no id: its 0-based data row
+            ["", "q", "a", "", '["a.png", "a.png"]'],  # no id: "line:N", its line
             ["x4", "q", "a", "", "not json"],
             ["x5", "q", "", "", ""],  # an empty cell is a missing field
         ],
@@ -189,9 +198,9 @@ def test_csv_input_is_read_with_string_ids_and_json_image_lists(tmp_path):
     backend = FakeBackend(scripted)
     summary = run_batch(judge_with(backend), source, tmp_path / "out.jsonl")
     out = by_id(tmp_path / "out.jsonl")
-    assert set(out) == {"x1", "7", 2, "x4", "x5"}
+    assert set(out) == {"x1", "7", "line:5", "x4", "x5"}  # x1 spans lines 2-3
     assert out["7"]["score"] == 0.5
-    assert out[2]["score"] == 0.5
+    assert out["line:5"]["score"] == 0.5
     assert out["x4"]["error_type"] == "InputError"
     assert "JSON array" in out["x4"]["error"]
     assert out["x5"]["error_type"] == "InputError"
@@ -204,7 +213,7 @@ def test_csv_with_a_byte_order_mark_and_without_an_id_column(tmp_path):
     source = tmp_path / "in.csv"
     source.write_bytes(b"\xef\xbb\xbfquestion,response\nq,a\nq,b\n")
     run_batch(judge_with(), source, tmp_path / "out.jsonl")
-    assert set(by_id(tmp_path / "out.jsonl")) == {0, 1}
+    assert set(by_id(tmp_path / "out.jsonl")) == {"line:2", "line:3"}
 
 
 def test_parquet_input(tmp_path):
@@ -226,7 +235,7 @@ def test_parquet_input(tmp_path):
     backend = FakeBackend(scripted)
     summary = run_batch(judge_with(backend), tmp_path / "in.parquet", tmp_path / "out.jsonl")
     out = by_id(tmp_path / "out.jsonl")
-    assert set(out) == {"p0", "p1", 2, "p3"}
+    assert set(out) == {"p0", "p1", "row:3", "p3"}  # rows count from 1
     assert out["p3"]["error_type"] == "InputError"
     assert (summary.scored, summary.failed) == (3, 1)
     assert sorted(len(image_urls(r)) for r in backend.requests) == [0, 1, 2]

@@ -74,24 +74,41 @@ def test_duplicate_ids_judge_the_first_record_only_and_are_reported(tmp_path):
         {"id": "a", "question": "first", "response": "x"},
         {"id": "b", "question": "q", "response": "x"},
         {"id": "a", "question": "second", "response": "x"},
-        {"question": "q", "response": "x"},  # default id 3 ...
-        {"id": 3, "question": "q", "response": "x"},  # ... repeated explicitly
+        {"question": "q", "response": "x"},  # default id "line:4" ...
+        {"id": 4, "question": "q", "response": "x"},  # ... is not the integer 4
     ]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     backend = FakeBackend(scripted)
     summary = run_batch(judge_with(backend), source, tmp_path / "out.jsonl")
     out = by_id(tmp_path / "out.jsonl")
-    assert set(out) == {"a", "b", 3}
+    assert set(out) == {"a", "b", "line:4", 4}
     assert all(line["score"] == 0.5 for line in out.values())
     assert not any("second" in text_of(r) for r in backend.requests)
-    assert summary.duplicates == 2
-    assert summary.duplicate_examples == [("a", 2), (3, 4)]
+    assert summary.duplicates == 1
+    assert summary.duplicate_examples == [("a", 3)]  # 1-based line numbers
     assert summary.exit_status == 1
-    assert "2 duplicate ids not judged: 'a' (line 2), 3 (line 4)" in summary.describe()
+    assert "1 duplicate ids not judged: 'a' (line 3)" in summary.describe()
     # A re-run reports them again, and still writes nothing twice.
     again = run_batch(judge_with(backend), source, tmp_path / "out.jsonl")
-    assert (again.skipped, again.duplicates, again.exit_status) == (3, 2, 1)
-    assert len(results(tmp_path / "out.jsonl")) == 3
+    assert (again.skipped, again.duplicates, again.exit_status) == (4, 1, 1)
+    assert len(results(tmp_path / "out.jsonl")) == 4
+
+
+def test_an_explicit_id_shaped_like_a_default_id_is_refused_not_a_collision(tmp_path):
+    rows = [
+        {"question": "q", "response": "x"},  # "line:1"
+        {"id": "line:1", "question": "q", "response": "x"},
+        "{unreadable",  # "line:3"
+        {"id": "row:3", "question": "q", "response": "x"},
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    summary = run_batch(judge_with(), source, tmp_path / "out.jsonl")
+    out = by_id(tmp_path / "out.jsonl")
+    assert set(out) == {"line:1", "line:2", "line:3", "line:4"}
+    assert out["line:1"]["score"] == 0.5
+    assert "form of a default id" in out["line:2"]["error"]
+    assert "form of a default id" in out["line:4"]["error"]
+    assert (summary.duplicates, summary.scored, summary.failed) == (0, 1, 3)
 
 
 def test_an_unreachable_backend_stops_the_run_and_writes_no_failure_for_it(tmp_path):

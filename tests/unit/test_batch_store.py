@@ -217,7 +217,7 @@ def test_sigkill_at_any_point_then_rerun_leaves_exactly_one_line_per_id(tmp_path
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, check=False)
     assert done.returncode == 1, done.stderr.decode()[-2000:]
     out = by_id(output)
-    assert set(out) == {f"r{i}" for i in range(300)} | {300}
-    assert out[300]["error_type"] == "InputError"
+    assert set(out) == {f"r{i}" for i in range(300)} | {"line:301"}
+    assert out["line:301"]["error_type"] == "InputError"
     assert out["r7"]["error_type"] == "ScoreParseError"
     assert sum(line["score"] == 0.5 for line in out.values()) == 299
