@@ -48,6 +48,8 @@ HTTP 5xx                                    ``BackendHTTPError``           yes  
 HTTP 429 (backpressure)                     ``BackendHTTPError``           yes [1]_  no
 200, but truncated, not JSON or not a       ``BackendResponseError``       yes       no
 chat completion (no choices, an error)
+a 2xx reply longer than ``max_reply_bytes``  ``BackendResponseError``       no        no
+(unread past it)
 HTTP 4xx saying the prompt exceeds the      ``BackendContextLengthError``  no        no
 model's context (vLLM's "maximum context
 length" / "maximum model length")
@@ -114,7 +116,7 @@ from backends.retries import (
     seconds,
     settled,
 )
-from backends.transport import Reply, Session, Transport, credentials
+from backends.transport import MAX_REPLY_BYTES, Reply, Session, Transport, credentials
 
 _PROBE_TIMEOUT = 5.0
 
@@ -146,7 +148,10 @@ class OpenAICompatibleBackend(AsyncBackend):
         cooldown: Seconds before an ejected host's first health probe; doubled after
             each failed probe or further ejection.
         cooldown_max: The longest cool-down, in seconds.
-        headers: Extra HTTP headers for every request (never shown).
+        headers: Extra HTTP headers for every request (never shown: their values are
+            scrubbed from every message, as the API key and the URL's query values are).
+        max_reply_bytes: The most of a reply body read (default 4 MiB); a longer reply
+            fails its request, unread and not retried.
         extra_body: Fields merged into every request body (a request's own ``extra``
             wins over them).
         supports_repetition_penalty: Whether to send ``repetition_penalty``; None keeps
@@ -192,6 +197,7 @@ class OpenAICompatibleBackend(AsyncBackend):
         extra_body: Mapping[str, Any] | None = None,
         supports_repetition_penalty: bool | None = None,
         supports_continuation: bool | None = None,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
         super().__init__()
         urls = [URL(u.rstrip("/")) for u in ([base_url] if isinstance(base_url, str) else base_url)]
@@ -231,6 +237,7 @@ class OpenAICompatibleBackend(AsyncBackend):
             headers=headers,
             authorization=authorization,
             secrets=secrets,
+            max_reply_bytes=max_reply_bytes,
         )
         """The HTTP client: every request of this backend (and of a profile's GETs) uses it."""
         self.replicas = Replicas(

@@ -22,6 +22,7 @@ Public API:
 ``Transport.http_error(status, body, shown)``   the typed error for an HTTP status
                                                 (``BackendContextLengthError`` included)
 ``Transport.error_for(exc, shown)``             the typed error for an aiohttp exception
+``Transport.too_long(shown)``                   the error for a reply past ``max_reply_bytes``
 ``Transport.safe(text, cut_at)``                a host's message with the secrets scrubbed
 ``Transport.host_message(body, cut_at)``        the host's message of an error body, safe
 ``await Transport.aclose()`` / ``close()``      close every loop's session
@@ -47,7 +48,6 @@ warning is never emitted. A closed transport may be used again: it opens new ses
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -56,6 +56,7 @@ import aiohttp
 from pydantic import SecretStr
 from yarl import URL
 
+from backends.auth import bearer, credentials
 from backends.errors import (
     BackendConnectionError,
     BackendContextLengthError,
@@ -65,6 +66,7 @@ from backends.errors import (
     BackendTimeoutError,
 )
 from backends.openai_wire import (
+    MAX_ERROR_BODY_BYTES,
     body_message,
     display_url,
     is_context_length,
@@ -72,6 +74,7 @@ from backends.openai_wire import (
     scrub,
 )
 from backends.retries import seconds
+from backends.scrubbing import secret_values
 
 logger = logging.getLogger(__name__)
 
@@ -79,44 +82,10 @@ TIMEOUT_ERRORS = (asyncio.TimeoutError, TimeoutError)
 """What an aiohttp call raises when it runs out of time."""
 TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 """Everything an aiohttp call raises for a network fault (see :meth:`Transport.error_for`)."""
-
-
-def bearer(api_key: SecretStr | str) -> SecretStr:
-    """The ``Authorization`` header value for an API key."""
-    key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-    return SecretStr(f"Bearer {key}")
-
-
-def credentials(
-    urls: Sequence[URL], api_key: SecretStr | str | None
-) -> tuple[list[URL], SecretStr | None, tuple[SecretStr, ...]]:
-    """The URLs to use, the ``Authorization`` header and the secrets to scrub.
-
-    Credentials in a URL (``http://user:password@host/v1``) become HTTP basic auth and
-    are taken out of the URL; otherwise ``api_key`` becomes a bearer token.
-
-    Raises:
-        ValueError: Credentials in a URL together with an API key or several URLs.
-    """
-    secrets: list[str] = []
-    authorization: SecretStr | None = None
-    with_user = [url for url in urls if url.user is not None]
-    if with_user:
-        if api_key is not None or len(urls) > 1:
-            raise ValueError(
-                "credentials in base_url need a single base_url and no api_key; "
-                "pass api_key (or headers) instead"
-            )
-        url = with_user[0]
-        token = base64.b64encode(f"{url.user}:{url.password or ''}".encode()).decode()
-        authorization = SecretStr(f"Basic {token}")
-        secrets += [url.password or "", token]
-        urls = [url.with_user(None)]
-    elif api_key is not None:
-        authorization = bearer(api_key)
-        secrets.append(authorization.get_secret_value().removeprefix("Bearer "))
-    # Too short to be a secret, a string is left alone.
-    return list(urls), authorization, tuple(SecretStr(s) for s in secrets if len(s) >= 4)
+MAX_REPLY_BYTES = 4 * 1024 * 1024
+"""The default most of a reply body read (a judgment's reply, 32 tokens with 20 top
+logprobs each, is under 100 KB); a longer one fails its request, unread."""
+_CHUNK = 65536
 
 
 Session = aiohttp.ClientSession
@@ -129,6 +98,26 @@ class Reply(NamedTuple):
     status: int
     body: bytes
     retry_after: float | None
+
+
+async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of a reply's body, and whether it has more.
+
+    Reads in chunks and stops past ``limit`` (a ``Content-Length`` above it stops it
+    before reading): the rest is never read into memory. The body is decompressed
+    first, so a small compressed reply that inflates past ``limit`` is stopped too.
+    """
+    length = response.content_length
+    if length is not None and length > limit and response.status < 300:
+        return b"", True
+    body = bytearray()
+    while True:
+        chunk = await response.content.read(min(_CHUNK, limit + 1 - len(body)))
+        if not chunk:
+            return bytes(body), False
+        body += chunk
+        if len(body) > limit:
+            return bytes(body[:limit]), True
 
 
 class _LoopSession:
@@ -172,9 +161,13 @@ class Transport:
         name: The backend name put in errors (e.g. ``"vllm-server"``).
         timeout: Seconds allowed for one request, connection to last byte.
         limit: The least size of each loop's connection pool.
-        headers: Extra headers for every request (never shown).
+        headers: Extra headers for every request (never shown: each value is scrubbed
+            from every message, as the secrets are).
         authorization: The ``Authorization`` header (see :func:`credentials`).
-        secrets: Strings scrubbed from every message (the API key...).
+        secrets: Strings scrubbed from every message (the API key...), with any word
+            that echoes one (its first characters, a masked ``sk-ab...wxyz``).
+        max_reply_bytes: The most of a reply body read; a longer 2xx reply is an error
+            (:class:`~backends.errors.BackendResponseError`, not retryable), unread.
 
     It cannot be pickled or copied (it holds credentials and live connections).
     """
@@ -188,15 +181,20 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         authorization: SecretStr | None = None,
         secrets: Sequence[SecretStr] = (),
+        max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
-        if timeout <= 0 or limit < 1:
-            raise ValueError("timeout and limit must be positive")
+        if timeout <= 0 or limit < 1 or max_reply_bytes < 1:
+            raise ValueError("timeout, limit and max_reply_bytes must be positive")
         self.name = name
         self.timeout = float(timeout)
         self.limit = int(limit)
         self._headers = dict(headers or {})
         self._authorization = authorization
-        self.secrets = tuple(secrets)
+        self.max_reply_bytes = int(max_reply_bytes)
+        own = [secret.get_secret_value() for secret in secrets]
+        self.secrets = tuple(secrets) + tuple(
+            SecretStr(value) for value in secret_values(self._headers) if value not in own
+        )
         self.sessions: dict[asyncio.AbstractEventLoop, _LoopSession] = {}
         """The open session of each event loop (read-only: for diagnostics and tests)."""
         self._closing: set[asyncio.Future[Any]] = set()
@@ -320,8 +318,14 @@ class Transport:
                 request = session.post(url, data=payload)
             async with request as response:
                 status = response.status
-                body = await response.read()
-                retry_after = parse_retry_after(response.headers) if status >= 300 else None
+                if status >= 300:  # its message is all that is read of it
+                    body = (await read_at_most(response, MAX_ERROR_BODY_BYTES))[0]
+                    retry_after = parse_retry_after(response.headers)
+                else:
+                    body, more = await read_at_most(response, self.max_reply_bytes)
+                    if more:  # leaving the block drops the connection, the rest unread
+                        return self.too_long(shown)
+                    retry_after = None
         except TRANSPORT_ERRORS as exc:
             return self.error_for(exc, shown, timeout)
         return Reply(status, body, retry_after)
@@ -332,15 +336,22 @@ class Transport:
         Raises:
             BackendConnectionError: The host could not be reached.
             BackendTimeoutError: No complete reply within ``timeout`` seconds.
-            BackendResponseError: A truncated or invalid HTTP reply.
+            BackendResponseError: A truncated or invalid HTTP reply, or one longer than
+                ``max_reply_bytes``.
         """
         timeout = self.timeout if timeout is None else timeout
         session = await self.session()
         try:
             async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-                return response.status, await response.read()
+                status = response.status
+                limit = self.max_reply_bytes if status < 300 else MAX_ERROR_BODY_BYTES
+                body, more = await read_at_most(response, limit)
+                more = more and status < 300
         except TRANSPORT_ERRORS as exc:
             raise self.error_for(exc, display_url(url), timeout) from None
+        if more:
+            raise self.too_long(display_url(url))
+        return status, body
 
     # ------------------------------------------------------------------ errors
 
@@ -372,6 +383,16 @@ class Transport:
             backend=self.name,
         )
 
+    def too_long(self, shown: str) -> BackendResponseError:
+        """The error for a reply longer than ``max_reply_bytes`` (not retryable)."""
+        error = BackendResponseError(
+            f"the reply from {shown} is longer than {self.max_reply_bytes} bytes "
+            "(max_reply_bytes); not read",
+            backend=self.name,
+        )
+        error.retryable = False  # the same request would get the same reply
+        return error
+
     def error_for(
         self, exc: BaseException, shown: str, timeout: float | None = None
     ) -> BackendError:
@@ -396,6 +417,7 @@ class Transport:
 
 
 __all__ = [
+    "MAX_REPLY_BYTES",
     "TIMEOUT_ERRORS",
     "TRANSPORT_ERRORS",
     "Reply",
@@ -403,4 +425,5 @@ __all__ = [
     "Transport",
     "bearer",
     "credentials",
+    "read_at_most",
 ]

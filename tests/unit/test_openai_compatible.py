@@ -261,6 +261,9 @@ class FakeChatServer(ThreadedHost):
             data = completion({**body, "logprobs": True, "top_logprobs": 2}, "7")
             raw = json.dumps(data).replace("-0.5", "-Infinity")
             return web.Response(text=raw, content_type="application/json")
+        if kind == "huge":  # a valid completion padded past any reasonable size
+            raw = json.dumps(completion(body, "1"))[:-1] + ', "pad": "' + "x" * int(arg) + '"}'
+            return web.Response(text=raw, content_type="application/json")
         if kind == "slow":
             await asyncio.wait_for(self.release.wait(), 10)
             return web.json_response(completion(body, "late"))
@@ -530,6 +533,18 @@ async def test_unusable_replies_are_retried(server, make_backend, fault):
     assert result.retryable
     assert result.attempts == 2
     assert "base64," not in str(result)
+
+
+async def test_a_reply_past_max_reply_bytes_fails_alone_and_is_not_retried(server, make_backend):
+    backend = make_backend(max_reply_bytes=100_000)
+    server.plan = {"big": [f"huge:{1 << 20}"], "small": ["huge:1000"]}
+    results = await backend.agenerate([request("big"), request("small"), request("0.5")])
+    assert isinstance(results[0], BackendResponseError)
+    assert not results[0].retryable
+    assert results[0].attempts == 1
+    assert "longer than 100000 bytes" in str(results[0])
+    assert [r.text for r in results[1:]] == ["1", "0.5"]  # type: ignore[union-attr]
+    assert server.count == 3
 
 
 async def test_non_strict_json_numbers_are_accepted(server, make_backend):

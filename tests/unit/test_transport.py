@@ -47,14 +47,38 @@ KEY = "sk-transport-0123456789"
 
 
 class EchoHost(ThreadedHost):
-    """GET /echo answers the Authorization header; /slow answers late; /leak echoes the key."""
+    """GET /echo answers the Authorization header; /slow answers late; /leak echoes the key.
+
+    /big/{size} answers a 200 of ``size`` bytes, streamed in chunks with no length
+    (``?length=1`` declares it; ``?status=500`` makes it an error); ``written`` is how
+    much of it went out before the client hung up.
+    """
+
+    written = 0
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/echo", self.echo)
         app.router.add_get("/slow", self.slow)
         app.router.add_get("/leak", self.leak)
+        app.router.add_route("*", "/big/{size}", self.big)
         return app
+
+    async def big(self, request: web.Request) -> web.StreamResponse:
+        size = int(request.match_info["size"])
+        headers = {"Content-Length": str(size)} if request.query.get("length") else {}
+        response = web.StreamResponse(status=int(request.query.get("status", 200)), headers=headers)
+        await response.prepare(request)
+        self.written = 0
+        chunk = b"x" * 65536
+        try:
+            while self.written < size:
+                piece = chunk[: size - self.written]
+                await response.write(piece)
+                self.written += len(piece)
+        except (ConnectionError, RuntimeError):
+            pass
+        return response
 
     async def echo(self, request: web.Request) -> web.Response:
         return web.json_response({"authorization": request.headers.get("Authorization")})
@@ -110,6 +134,33 @@ async def test_get_errors_are_typed_and_never_show_the_key(host):
     assert error.status == 401
     assert KEY not in str(error)
     assert "bad key ***" in str(error)
+
+
+@pytest.mark.parametrize("declared", [False, True])
+async def test_a_reply_past_the_limit_fails_unread(host, declared):
+    limit = 256 * 1024
+    query = "?length=1" if declared else ""
+    async with Transport(name="t", timeout=10.0, max_reply_bytes=limit) as transport:
+        reply = await transport.post(URL(f"{host.root}/big/{limit}"), b"{}", shown="u")
+        assert isinstance(reply, tuple)
+        assert len(reply.body) == limit  # exactly the limit is read
+        error = await transport.post(URL(f"{host.root}/big/{64 << 20}{query}"), b"{}", shown="u")
+        assert isinstance(error, BackendResponseError)
+        assert not error.retryable
+        assert f"longer than {limit} bytes" in str(error)
+        assert host.written < 24 << 20  # the client hung up: most of it never went out
+        with pytest.raises(BackendResponseError, match="max_reply_bytes"):
+            await transport.get(f"{host.root}/big/{limit + 1}{query}")
+        # an error status: its start is read for the message, the status decides
+        reply = await transport.post(URL(f"{host.root}/big/{8 << 20}?status=500"), b"{}", shown="u")
+        assert isinstance(reply, tuple)
+        assert reply.status == 500
+        assert len(reply.body) == 65536
+        # and the session still works
+        status, _ = await transport.get(f"{host.root}/echo")
+        assert status == 200
+    with pytest.raises(ValueError, match="max_reply_bytes"):
+        Transport(name="t", timeout=1.0, max_reply_bytes=0)
 
 
 def test_transport_cannot_be_pickled_and_hides_its_key():
