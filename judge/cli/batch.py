@@ -38,7 +38,11 @@ def run(args: argparse.Namespace) -> int:
     # through the module: tests replace it
     backend = common.make_backend(args, max_concurrency=args.max_concurrency)
     with backend:
-        judge = make_judge(backend, options)
+        # Image paths in the data stay inside the image root; URLs to private hosts
+        # are refused (judge.core.sources).
+        root = (args.image_root or args.input.parent).absolute()
+        images = {"image_root": root, "image_urls": args.image_urls}
+        judge = make_judge(backend, {**options, **images})
         try:
             summary = asyncio.run(
                 arun_batch(

@@ -7,6 +7,7 @@
                          [--constrained] [--expected-score] [--output-format FORMAT]
                          [--cache PATH]
     thinking-judge batch IN.jsonl -o OUT.jsonl [--max-concurrency N] [--retry-failed]
+                         [--image-root DIR] [--image-urls pass|public|refuse]
                          [backend and judge options as for score]
     thinking-judge demo [--cache-dir DIR] [--json]
     thinking-judge serve [--model M] [--host H] [--port P] [--max-model-len N]
@@ -113,6 +114,21 @@ def _add_batch(commands: Any) -> None:
         choices=["auto", "bar", "log", "off"],
         default="auto",
         help="on stderr: a bar on a terminal, a line every 10 s otherwise (auto)",
+    )
+    batch.add_argument(
+        "--image-root",
+        type=Path,
+        help="image files must lie inside this folder, symlinks resolved, or their record "
+        "fails (default: the input file's folder; relative image paths are read from "
+        "the input file's folder either way)",
+    )
+    batch.add_argument(
+        "--image-urls",
+        choices=["pass", "public", "refuse"],
+        default="public",
+        help="http(s) image URLs: 'public' (default) sends only those whose host is a "
+        "public address (no loopback, private or link-local), 'pass' sends all for the "
+        "server to fetch, 'refuse' fails their records",
     )
     add_judge_options(batch)
 

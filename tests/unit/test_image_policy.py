@@ -329,3 +329,54 @@ def test_the_judge_applies_its_url_policy_per_input(no_dns: object) -> None:
     scores = judge.batch([good, bad, good])
     assert [s.ok for s in scores] == [True, False, True]
     assert "link-local" in (scores[1].error or "")
+
+
+# --------------------------------------------------------------------- thinking-judge batch
+
+
+def _batch(tmp_path: Path, rows: list[dict[str, object]], *extra: str) -> list[dict[str, object]]:
+    import importlib
+    import json
+
+    from backends import FakeBackend
+
+    cli = importlib.import_module("judge.cli.main")
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    source = data / "in.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out.jsonl"
+    out.unlink(missing_ok=True)
+    made = FakeBackend(scores=[0.5])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            importlib.import_module("judge.cli.common"), "make_backend", lambda *a, **k: made
+        )
+        cli.main(["batch", str(source), "-o", str(out), "--progress", "off", *extra])
+    found = [json.loads(line) for line in out.read_text().splitlines()]
+    return sorted(found, key=lambda line: str(line.get("id")))
+
+
+def test_batch_keeps_image_paths_inside_the_input_folder_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_dns: object
+) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.png").write_bytes(_png())
+    (tmp_path / "secret.png").write_bytes(_png())
+    monkeypatch.chdir(tmp_path)  # a relative input path
+    rows = [
+        {"id": "1", "question": "q", "response": "r", "image": "a.png"},
+        {"id": "2", "question": "q", "response": "r", "image": "../secret.png"},
+        {"id": "3", "question": "q", "response": "r", "image": str(tmp_path / "secret.png")},
+        {"id": "4", "question": "q", "response": "r", "image": "/dev/zero"},
+        {"id": "5", "question": "q", "response": "r", "image": "http://169.254.169.254/x"},
+        {"id": "6", "question": "q", "response": "r", "images": [{"path": "../secret.png"}]},
+    ]
+    found = _batch(Path(), rows)
+    assert [line.get("score") for line in found] == [0.5, None, None, None, None, None]
+    for line in found[1:4] + found[5:]:
+        assert "leaves the image root" in str(line["error"])
+    assert "link-local" in str(found[4]["error"])
+    widened = _batch(Path(), rows, "--image-root", str(tmp_path), "--image-urls", "pass")
+    assert [line.get("score") for line in widened] == [0.5, 0.5, 0.5, None, 0.5, 0.5]
+    assert "leaves the image root" in str(widened[3]["error"])
