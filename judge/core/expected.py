@@ -6,12 +6,32 @@ reads three distributions (the first digit; what follows ``"0"``; the digit afte
 ``"0."``) into a :class:`ScoreTrace`, says which one is still missing (then a short
 continuation request reads it), and computes E[score] (:func:`expected_score`).
 
+The logprobs come from a host and are checked before they are used (:func:`vet`):
+
+* **refused** (no expected score, ``metadata["expected_score"]["reason"]`` says why):
+  a logprob that is not a number, NaN, ``+Infinity`` or above 0 (a probability above
+  1; :data:`MAX_LOGPROB` allows float noise), a token that is not text, or a position
+  whose top alternatives add up to a probability above 1 (beyond :data:`MASS_SLACK`).
+  ``-Infinity`` is a probability of 0 and is fine. Such numbers cannot be a
+  distribution, so no number computed from them is reported (``Infinity`` once gave
+  an expected score of 0.0 beside a score of 0.7);
+* **flagged** (the expected score is computed from the top alternatives as usual, and
+  ``metadata["expected_score"]["inconsistent"]`` says what contradicts what): the
+  tokens do not spell the answer text (special tokens such as ``<|im_end|>`` and white
+  space at the ends aside), a generated token's own logprob differs from its entry in
+  its top list, or a generated token missing from its top list is more likely than an
+  alternative in it. These contradict the text, not probability itself: the text is
+  still the score, and the flag says its logprobs deserve no trust. A generated token
+  that is missing from its top list and less likely than all of it is normal (sampling,
+  a constraint) and not flagged.
+
 Pure: no I/O, no state.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +42,126 @@ END = "end"
 """The class of tokens that close the number: end of turn, a closing tag, white space."""
 DOT = "."
 DIGITS = "0123456789"
+
+
+MAX_LOGPROB = 1e-6
+"""The largest logprob taken as a probability of 1 (float noise above 0 is allowed)."""
+MASS_SLACK = 1e-3
+"""How far above 1 a position's top probabilities may add up (float noise)."""
+_LOGPROB_SLACK = 1e-3
+_SPECIAL = re.compile(r"<\|[^|<>\s]{1,40}\|>")
+_MAX_NOTES = 3
+
+
+def _short(token: str) -> str:
+    return repr(token if len(token) <= 20 else token[:20] + "…")
+
+
+def _value_problem(token: object, logprob: object) -> str | None:
+    if not isinstance(token, str):
+        return f"a token that is not text ({type(token).__name__})"
+    if isinstance(logprob, bool) or not isinstance(logprob, (int, float)):
+        return f"the logprob of {_short(token)} is not a number ({type(logprob).__name__})"
+    if math.isnan(logprob) or logprob > MAX_LOGPROB:
+        return f"the logprob of {_short(token)} is {logprob!r}, not a probability's (<= 0)"
+    return None
+
+
+def _problem(index: int, entry: TokenLogprob) -> str | None:
+    """Why position ``index`` cannot be a distribution, or None."""
+    try:
+        pairs = [(entry.token, entry.logprob), *((token, value) for token, value in entry.top)]
+    except (TypeError, ValueError):
+        return f"position {index}: its top logprobs are not (token, logprob) pairs"
+    seen: dict[str, float] = {}
+    for token, value in pairs:
+        problem = _value_problem(token, value)
+        if problem is not None:
+            return f"position {index}: {problem}"
+        seen[token] = max(seen.get(token, -math.inf), float(value))
+    mass = math.fsum(math.exp(value) for value in seen.values())
+    if mass > 1.0 + MASS_SLACK:
+        return f"position {index}: its top logprobs add up to a probability of {mass:.4f} > 1"
+    return None
+
+
+def _contradictions(text: str, logprobs: Sequence[TokenLogprob]) -> list[str]:
+    notes: list[str] = []
+    spelt = _SPECIAL.sub("", "".join(entry.token for entry in logprobs))
+    if spelt != text and spelt.strip() != text.strip():
+        notes.append(f"the tokens spell {_short(spelt)}, the text is {_short(text)}")
+    for index, entry in enumerate(logprobs):
+        top: dict[str, float] = {}
+        for token, value in entry.top:
+            top[token] = max(top.get(token, -math.inf), value)
+        own = top.get(entry.token)
+        if own is not None and abs(own - entry.logprob) > _LOGPROB_SLACK:
+            notes.append(
+                f"position {index}: {_short(entry.token)} has logprob {entry.logprob!r}, "
+                f"and {own!r} in its top list"
+            )
+        elif own is None and top and entry.logprob > min(top.values()) + _LOGPROB_SLACK:
+            notes.append(
+                f"position {index}: {_short(entry.token)} (logprob {entry.logprob!r}) is "
+                "missing from its top list though more likely than an entry in it"
+            )
+    return notes
+
+
+def vet(text: str, logprobs: Sequence[TokenLogprob]) -> tuple[str | None, str | None]:
+    """Check a completion's logprobs before they are used (see the module docstring).
+
+    Args:
+        text: The completion's text.
+        logprobs: Its per-token logprobs.
+
+    Returns:
+        ``(refused, inconsistent)``: why the logprobs cannot be used at all (then no
+        expected score is computed from them), and what in them contradicts the text
+        (a flag for the metadata); each None when there is nothing to say.
+    """
+    for index, entry in enumerate(logprobs):
+        problem = _problem(index, entry)
+        if problem is not None:
+            return problem, None
+    notes = _contradictions(text, logprobs)
+    if len(notes) > _MAX_NOTES:
+        notes[_MAX_NOTES:] = [f"and {len(notes) - _MAX_NOTES} more"]
+    return None, "; ".join(notes) or None
+
+
+def usable(
+    text: str,
+    logprobs: Sequence[TokenLogprob] | None,
+    *,
+    what: str,
+    missing: str,
+    into: dict[str, Any],
+) -> bool:
+    """:func:`vet` a completion's logprobs, recording in ``into`` what it found.
+
+    Args:
+        text: The completion's text.
+        logprobs: Its logprobs, if any.
+        what: What the completion is (``"answer"``, ``"continuation"``), for messages.
+        missing: The ``reason`` to record when there are no logprobs.
+        into: The expected score's metadata: ``reason`` is set when the logprobs are
+            unusable, ``inconsistent`` extended when they contradict the text.
+
+    Returns:
+        Whether the logprobs may be used.
+    """
+    if not logprobs:
+        into["reason"] = missing
+        return False
+    refused, inconsistent = vet(text, logprobs)
+    if inconsistent:
+        note = f"the logprobs of the {what}: {inconsistent}"
+        into["inconsistent"] = f"{into['inconsistent']}; {note}" if "inconsistent" in into else note
+    if refused:
+        into["reason"] = f"the logprobs of the {what} are unusable: {refused}"
+        return False
+    return True
 
 
 def token_class(token: str) -> str | None:
@@ -200,9 +340,13 @@ __all__ = [
     "DIGITS",
     "DOT",
     "END",
+    "MASS_SLACK",
+    "MAX_LOGPROB",
     "ScoreTrace",
     "expected_score",
     "position_mass",
     "token_class",
     "trace_answer",
+    "usable",
+    "vet",
 ]

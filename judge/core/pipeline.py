@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from backends.base import Completion, JudgeRequest, Result
 from backends.errors import BackendError, ThinkingJudgeError
-from judge.core.expected import ScoreTrace, expected_score, trace_answer
+from judge.core.expected import ScoreTrace, expected_score, trace_answer, usable
 from judge.core.images import image_parts
 from judge.core.inputs import checked_fields
 from judge.core.parse import check_finished, constraint_choices, parse_score
@@ -291,13 +291,13 @@ class JudgmentPipeline:
 
     def _start_trace(self, judgment: Judgment) -> None:
         """Read the score's distributions off a parsed answer's logprobs."""
-        result = judgment.result
+        result, expected = judgment.result, judgment.expected
         if not isinstance(result, Completion) or not self._scores(result):
             return  # a failed judgment has no expected score
-        if not result.logprobs:
-            judgment.expected["reason"] = "the backend returned no logprobs"
+        missing = "the backend returned no logprobs"
+        if not usable(result.text, result.logprobs, what="answer", missing=missing, into=expected):
             return
-        judgment.trace = trace_answer(result.logprobs)
+        judgment.trace = trace_answer(result.logprobs or ())
         if judgment.trace is None:
             judgment.expected["reason"] = "the answer has no digit token"
 
@@ -306,13 +306,15 @@ class JudgmentPipeline:
         """Fold a continuation's result into the judgment's trace (or say why it cannot)."""
         assert judgment.trace is not None
         record: dict[str, Any] = {"after": judgment.trace.prefix + after}
+        what = f"continuation after {record['after']!r}"
         if isinstance(result, Completion):
             record.update(text=result.text, prompt_tokens=result.prompt_tokens)
-            if result.logprobs:
-                judgment.trace.add_continuation(after, result.logprobs)
-            else:
-                judgment.expected["reason"] = "the continuation came back without logprobs"
+            missing = "the continuation came back without logprobs"
+            into = judgment.expected
+            if not usable(result.text, result.logprobs, what=what, missing=missing, into=into):
                 judgment.trace = None
+            else:
+                judgment.trace.add_continuation(after, result.logprobs or ())
         else:
             record["error"] = str(result)
             judgment.expected["reason"] = f"the continuation request failed: {result}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backends import FakeBackend
 from backends.base import Backend, Completion, JudgeRequest, SyncBackend, TokenLogprob
@@ -12,11 +14,13 @@ from backends.errors import BackendConnectionError
 from judge import ThinkingRewardJudge
 from judge.core.expected import (
     END,
+    MAX_LOGPROB,
     ScoreTrace,
     expected_score,
     position_mass,
     token_class,
     trace_answer,
+    vet,
 )
 from judge.core.parse import constraint_choices
 from judge.failures import FailureKind
@@ -360,3 +364,173 @@ def test_backend_base_records_request_sampling():
         "top_logprobs": 5,
         "continue_final_message": True,
     }
+
+
+# ------------------------------------------------------------------ logprobs from a host
+
+
+class Scripted(SyncBackend):
+    """Answers a judgment with ``answer`` and a continuation with ``rest``."""
+
+    name = "scripted"
+    model = "m"
+    supports_continuation = True
+
+    def __init__(self, answer: Completion, rest: Completion | None = None) -> None:
+        self.answer, self.rest = answer, rest
+
+    def generate(self, requests, *, max_concurrency=None):
+        return [
+            (self.rest or self.answer) if r.continue_final_message else self.answer
+            for r in requests
+        ]
+
+
+def raw(token: object, logprob: object, top: tuple = ()) -> TokenLogprob:
+    return TokenLogprob(token, logprob, top)  # type: ignore[arg-type]  # what a host may send
+
+
+SEVEN = (tok("0", {"0": 0.9, "1": 0.1}), tok(".", {".": 1.0}), tok("7", {"7": 0.5, "6": 0.5}))
+
+
+def judged(answer: Completion, rest: Completion | None = None):
+    judge = ThinkingRewardJudge(backend=Scripted(answer, rest), expected_score=True)
+    return judge.invoke(inputs(1)[0])
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (raw("0", math.inf, (("0", math.inf),)), "inf"),
+        (raw("0", 0.0, (("0", math.inf), ("1", -1.0))), "inf"),
+        (raw("0", math.nan, (("0", -0.1),)), "nan"),
+        (raw("0", 0.5, (("0", 0.5),)), "0.5"),
+        (raw("0", -0.1, (("0", -0.1), ("1", 2.0))), "2.0"),
+        (raw("0", "-0.1", (("0", -0.1),)), "not a number (str)"),
+        (raw("0", None, (("0", -0.1),)), "not a number (NoneType)"),
+        (raw("0", True, (("0", -0.1),)), "not a number (bool)"),
+        (raw("0", -0.1, ((7, -0.1),)), "not text (int)"),
+        (raw(["0"], -0.1, ()), "not text (list)"),
+        (raw("0", -0.1, (("0", -0.1), ("1", -0.1), ("2", -0.1))), "add up to a probability"),
+        (raw("0", -0.1, ("0",)), "not (token, logprob) pairs"),
+    ],
+)
+def test_impossible_logprobs_give_no_expected_score_but_the_reason(entry, message):
+    result = judged(Completion("0.7", logprobs=(entry, *SEVEN[1:])))
+    assert result.score == 0.7
+    assert result.expected_score is None  # never 0.0 beside 0.7
+    reason = result.metadata["expected_score"]["reason"]
+    assert reason.startswith("the logprobs of the answer are unusable: position 0")
+    assert message in reason
+
+
+def test_minus_infinity_and_float_noise_above_zero_are_probabilities():
+    first = raw("0", 4e-7, (("0", 4e-7), ("1", -math.inf)))
+    result = judged(Completion("0.7", logprobs=(first, *SEVEN[1:])))
+    assert result.expected_score == pytest.approx(0.65)
+    assert "reason" not in result.metadata["expected_score"]
+    assert "inconsistent" not in result.metadata["expected_score"]
+    assert vet("0.7", (first, *SEVEN[1:])) == (None, None)
+    assert vet("0", (raw("0", 2e-6, (("0", 2e-6),)),))[0] is not None
+
+
+def test_impossible_logprobs_of_a_continuation_give_no_expected_score():
+    answer = Completion("1.0", logprobs=(tok("1", {"1": 0.6, "0": 0.4}), tok("."), tok("0")))
+    rest = Completion(".5", logprobs=(raw(".", math.inf, ((".", math.inf),)), tok("5")))
+    result = judged(answer, rest)
+    assert result.score == 1.0
+    assert result.expected_score is None
+    meta = result.metadata["expected_score"]
+    assert meta["reason"].startswith(
+        "the logprobs of the continuation after '0' are unusable: position 0"
+    )
+    assert len(meta["continuations"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("logprobs", "flag"),
+    [
+        ((SEVEN[0], SEVEN[1], tok("3", {"3": 0.5, "7": 0.5})), "the tokens spell '0.3'"),
+        (SEVEN[:2], "the tokens spell '0.'"),
+        (
+            (raw("0", -0.5, (("0", -0.1), ("1", -2.4))), *SEVEN[1:]),
+            "position 0: '0' has logprob -0.5, and -0.1 in its top list",
+        ),
+        (
+            (raw("0", -0.2, (("1", -2.4), ("2", -3.0))), *SEVEN[1:]),
+            "missing from its top list though more likely",
+        ),
+    ],
+)
+def test_logprobs_that_contradict_the_text_are_flagged(logprobs, flag):
+    result = judged(Completion("0.7", logprobs=logprobs))
+    assert result.score == 0.7
+    meta = result.metadata["expected_score"]
+    assert meta["inconsistent"].startswith("the logprobs of the answer: ")
+    assert flag in meta["inconsistent"]
+
+
+def test_what_a_real_answer_looks_like_is_not_flagged():
+    # The end-of-turn token is in the logprobs, not the text; a token sampled from
+    # outside the top list (a constraint, a temperature) is less likely than all of it.
+    end = raw("<|im_end|>", -0.01, (("<|im_end|>", -0.01),))
+    outside = raw("7", -9.0, (("6", -0.1), ("8", -2.5)))
+    refused, inconsistent = vet("0.7", (SEVEN[0], SEVEN[1], outside, end))
+    assert (refused, inconsistent) == (None, None)
+    assert vet(" 0.7\n", (tok(" "), *SEVEN, tok("\n"))) == (None, None)
+
+
+@pytest.mark.parametrize("output_format", ["bare", "answer_tag"])
+@pytest.mark.parametrize("constrained", [False, True])
+def test_the_fake_backends_logprobs_are_consistent(output_format, constrained):
+    judge = ThinkingRewardJudge(
+        backend=FakeBackend(scores=[{1.0: 0.5, 0.0: 0.2, 0.4: 0.3}, {0.3: 0.6, 0.0: 0.4}]),
+        expected_score=True,
+        output_format=output_format,
+        constrained=constrained,
+    )
+    for result in judge.batch(inputs(2)):
+        meta = result.metadata["expected_score"]
+        assert "inconsistent" not in meta, meta
+        assert all("inconsistent" not in c for c in meta.get("continuations", ()))
+        assert result.expected_score is not None
+
+
+LOGPROB_VALUES = (
+    st.floats(allow_nan=True, allow_infinity=True)
+    | st.integers(min_value=-5, max_value=5)
+    | st.sampled_from([None, True, "-0.1", "Infinity", [], {}])
+)
+TOKENS = st.sampled_from(["0", "1", ".", "7", "<|im_end|>", "x", ""]) | st.integers(0, 3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(TOKENS, LOGPROB_VALUES, st.lists(st.tuples(TOKENS, LOGPROB_VALUES), max_size=4)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_any_logprobs_give_an_expected_score_in_range_or_none_with_a_reason(positions):
+    logprobs = tuple(raw(token, value, tuple(top)) for token, value, top in positions)
+    result = judged(Completion("0.7", logprobs=logprobs))  # nothing raises
+    assert result.score == 0.7
+    meta = result.metadata["expected_score"]
+    if result.expected_score is None:
+        assert meta["reason"]
+    else:
+        assert 0.0 <= result.expected_score <= 1.0
+        assert "reason" not in meta
+    pairs = [pair for token, value, top in positions for pair in ((token, value), *top)]
+    impossible = any(
+        not isinstance(token, str)
+        or isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or math.isnan(value)
+        or value > MAX_LOGPROB
+        for token, value in pairs
+    )
+    if impossible:
+        assert result.expected_score is None
+        assert "unusable" in meta["reason"]
