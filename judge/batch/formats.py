@@ -30,10 +30,10 @@ quote never closed covers every line to the end of the file). A file that cannot
 to its end (a read error, a Parquet file cut short or corrupt) ends with an error record
 saying where reading stopped, never a short success.
 
-**Fingerprints.** Each judgeable record carries ``fingerprint``: the SHA-256 of its
-question, response and image references (paths, URLs, the bytes of inline images; not the
-content of image files), so that a resumed run can tell a changed record from the one it
-judged (see :mod:`judge.batch.runner`).
+**Fingerprints.** Each record carries ``fingerprint``: the SHA-256 of its question,
+response and image references (paths, URLs, the bytes of inline images; not the content
+of image files), or of its error message when it cannot be judged, so that a resumed run
+can tell a changed record from the one it judged (see :mod:`judge.batch.runner`).
 
 This module reads rows and their ids; turning a row into a judge input (image paths
 resolved against the input's folder) is :func:`judge.core.inputs.record_input`, the one
@@ -89,8 +89,8 @@ class InputRecord:
         id: Its id: the record's ``id`` field, or ``"line:N"`` / ``"row:N"`` without one.
         item: What the judge gets, image paths resolved; None when ``error`` is set.
         error: Why the record cannot be judged, or None.
-        fingerprint: SHA-256 (hex) of its question, response and image references; None
-            when ``error`` is set.
+        fingerprint: SHA-256 (hex) of its question, response and image references (of an
+            error record: of its error message).
     """
 
     line: int
@@ -98,6 +98,11 @@ class InputRecord:
     item: JudgeInput | None = None
     error: str | None = None
     fingerprint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.fingerprint is None and self.error is not None:
+            digest = hashlib.sha256(f"error:{self.error}".encode(errors="replace")).hexdigest()
+            object.__setattr__(self, "fingerprint", digest)
 
 
 def input_format_of(path: str | os.PathLike[str]) -> InputFormat:

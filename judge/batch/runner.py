@@ -17,6 +17,14 @@ null, ``error_kind`` ``"input"``, ``metadata.input_line`` its 1-based line or ro
 crash. Every record read is accounted for: the summary line counts records read and
 scored + failed + skipped + duplicates add up to it (unless the run stopped).
 
+**Changed records.** Each result line keeps the fingerprint of what was judged
+(``input_sha256``: see :mod:`judge.batch.formats`). A record whose id has a result for
+different content (the file was edited, or ``line:N`` ids moved) is *judged again*, its
+new line replacing the old one, and counted in :attr:`BatchSummary.changed` (the summary
+line says so): a resumed run never keeps a score for content that is no longer in the
+input. Results written before fingerprints were kept resume as before, by id alone, and
+are counted in :attr:`BatchSummary.unverified` ("not checked for changes").
+
 **Resume.** Ids with a result in the output are skipped, so re-running the same command
 after any kill (SIGKILL included) scores only what is missing and ends with exactly one
 result per input id. A failure stays a failure on re-runs unless ``retry_failed`` is set:
@@ -80,6 +88,10 @@ class BatchSummary:
         skipped: Records whose id already had a result in the output (not judged again).
         skipped_failed: Of ``skipped``, those whose result is a failure (kept because
             ``retry_failed`` was off).
+        changed: Records whose id had a result for different content (another question,
+            response or images): judged again, counted in ``scored`` or ``failed``.
+        unverified: Of ``skipped``, those whose result has no fingerprint (written before
+            fingerprints were kept): not checked for changes.
         duplicates: Records whose id appeared earlier in the input (not judged).
         duplicate_examples: ``(id, index)`` of the first few duplicates.
         compacted: Whether the output was rewritten with one line per id.
@@ -97,6 +109,8 @@ class BatchSummary:
     failed: int = 0
     skipped: int = 0
     skipped_failed: int = 0
+    changed: int = 0
+    unverified: int = 0
     duplicates: int = 0
     duplicate_examples: list[tuple[str | int, int]] = field(default_factory=list)
     compacted: bool = False
@@ -135,7 +149,14 @@ class BatchSummary:
         skipped = f"{self.skipped} skipped as done"
         if self.skipped_failed:
             skipped += f" ({self.skipped_failed} of them failures; --retry-failed retries them)"
+        if self.unverified:
+            skipped += (
+                f" ({self.unverified} without a fingerprint, from an older result file: "
+                "not checked for changes)"
+            )
         parts = [f"{self.scored} scored", f"{self.failed} failed", skipped]
+        if self.changed:
+            parts.append(f"{self.changed} changed since judged (judged again)")
         if self.duplicates:
             shown = ", ".join(f"{i!r} (line {n})" for i, n in self.duplicate_examples[:5])
             parts.append(f"{self.duplicates} duplicate ids not judged: {shown}")
@@ -196,10 +217,15 @@ class _Run:
                 continue
             seen.add(key)
             previous = self.out.last_line.get(key)
-            if previous is not None and (previous[1] or not self.retry_failed):
-                summary.skipped += 1
-                summary.skipped_failed += not previous[1]
-                continue
+            if previous is not None:
+                _, ok, judged = previous
+                if judged is not None and judged != record.fingerprint:
+                    summary.changed += 1  # judged again: its new line replaces the old one
+                elif ok or not self.retry_failed:
+                    summary.skipped += 1
+                    summary.skipped_failed += not ok
+                    summary.unverified += judged is None
+                    continue
             if record.error is not None:
                 failure = ThinkingScore.failure(
                     InputError(record.error), metadata={"input_line": record.line}
@@ -241,7 +267,7 @@ class _Run:
 
     def finish(self, record: InputRecord, score: ThinkingScore) -> None:
         """Write one result and count it."""
-        self.out.append(record.id, score)
+        self.out.append(record.id, score, record.fingerprint)
         if score.ok:
             self.summary.scored += 1
         else:

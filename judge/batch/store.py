@@ -1,15 +1,19 @@
 """The result file of ``thinking-judge batch``: resumable, locked, append-only, compacted.
 
 **Lines.** JSON Lines, one line per input id, in the order results complete (not the input
-order): ``{"id": ..., **ThinkingScore.model_dump()}``. Each line is appended with a single
-``os.write`` as soon as its result is known (no buffering), so a killed run leaves at most
-one torn last line; the results already written survive a crash of the process (not a
-power cut: the file is synced to disk only when it is closed).
+order): ``{"id": ..., "input_sha256": ..., **ThinkingScore.model_dump()}``, where
+``input_sha256`` is the fingerprint of the record judged
+(:attr:`judge.batch.formats.InputRecord.fingerprint`; null when unknown). Each line is
+appended with a single ``os.write`` as soon as its result is known (no buffering), so a
+killed run leaves at most one torn last line; the results already written survive a
+crash of the process (not a power cut: the file is synced to disk only when it is
+closed).
 
 **Resume.** On open, the file is read: a torn last line (no newline, not JSON) is cut off
 (a whole record lacking only its newline is kept); every other line must be a result
 record, else the file is refused (it is not a batch's). :attr:`ResultFile.last_line` then
-says which ids have a result and whether it is a success.
+says which ids have a result, whether it is a success and the fingerprint of what was
+judged (None for lines written before fingerprints were kept: they still resume).
 
 **Compaction.** When a later line for an id replaces an earlier one (a failure judged
 again), :meth:`ResultFile.compact` rewrites the file keeping the last line of each id, into
@@ -41,8 +45,9 @@ class ResultFile:
 
     Attributes:
         path: The file.
-        last_line: For each id with a result, ``(the number of its last line, ok)``; ``1``
-            and ``"1"`` are different keys, as they are different ids.
+        last_line: For each id with a result, ``(the number of its last line, ok, its
+            input_sha256 or None)``; ``1`` and ``"1"`` are different keys, as they are
+            different ids.
         lines: Result lines in the file.
         superseded: Lines that a later line for the same id replaces (0 after
             :meth:`compact`).
@@ -56,7 +61,7 @@ class ResultFile:
                 lines is not a result record (the file is then left as it was).
         """
         self.path = path
-        self.last_line: dict[str | int, tuple[int, bool]] = {}
+        self.last_line: dict[str | int, tuple[int, bool, str | None]] = {}
         self.lines = 0
         self.superseded = 0
         try:
@@ -113,32 +118,41 @@ class ResultFile:
         rid = value.get("id")
         if isinstance(rid, bool) or not isinstance(rid, (str, int)):
             return None
-        self._note(rid, value["score"] is not None)
+        fingerprint = value.get("input_sha256")
+        self._note(
+            rid, value["score"] is not None, fingerprint if isinstance(fingerprint, str) else None
+        )
         return rid
 
-    def _note(self, key: str | int, ok: bool) -> None:
+    def _note(self, key: str | int, ok: bool, fingerprint: str | None) -> None:
         if key in self.last_line:
             self.superseded += 1
-        self.last_line[key] = (self.lines, ok)
+        self.last_line[key] = (self.lines, ok, fingerprint)
         self.lines += 1
 
     def done(self, *, retry_failed: bool) -> int:
         """How many ids a run skips: those with a result (a success, with ``retry_failed``)."""
-        return sum(ok or not retry_failed for _, ok in self.last_line.values())
+        return sum(ok or not retry_failed for _, ok, _ in self.last_line.values())
 
-    def append(self, rid: str | int, score: ThinkingScore) -> None:
+    def append(self, rid: str | int, score: ThinkingScore, fingerprint: str | None = None) -> None:
         """Write one result as one whole line, at once.
+
+        Args:
+            rid: The record's id.
+            score: Its result.
+            fingerprint: What was judged (:attr:`~judge.batch.formats.InputRecord.fingerprint`).
 
         Raises:
             OSError: The write failed (e.g. the disk is full).
         """
         line = orjson.dumps(
-            {"id": rid, **score.model_dump(mode="json")}, option=orjson.OPT_APPEND_NEWLINE
+            {"id": rid, "input_sha256": fingerprint, **score.model_dump(mode="json")},
+            option=orjson.OPT_APPEND_NEWLINE,
         )
         view = memoryview(line)
         while view:  # one write; more only if the OS took part of it (disk full, signal)
             view = view[os.write(self._fd, view) :]
-        self._note(rid, score.ok)
+        self._note(rid, score.ok, fingerprint)
 
     def compact(self) -> None:
         """Rewrite the file with the last line of each id, atomically."""

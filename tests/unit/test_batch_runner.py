@@ -38,7 +38,8 @@ def test_scores_every_record_into_one_line_per_id(tmp_path):
     out = by_id(tmp_path / "out.jsonl")
     assert set(out) == {f"r{i}" for i in range(25)}
     line = out["r3"]
-    assert set(line) == {"id"} | SCORE_FIELDS
+    assert set(line) == {"id", "input_sha256"} | SCORE_FIELDS
+    assert len(line["input_sha256"]) == 64
     assert line["score"] == 0.5
     assert line["error"] is None
     assert line["raw"] == "0.5"

@@ -15,6 +15,7 @@ import pytest
 from batch_fakes import (
     by_id,
     judge_with,
+    png,
     records,
     results,
     scripted,
@@ -46,6 +47,66 @@ def test_a_rerun_scores_only_the_ids_without_a_result(tmp_path):
     summary = run_batch(judge_with(nothing), source, output)
     assert nothing.requests == []
     assert (summary.scored, summary.skipped, summary.exit_status) == (0, 10, 0)
+
+
+def test_a_record_changed_under_the_same_id_is_judged_again_and_reported(tmp_path):
+    output = tmp_path / "out.jsonl"
+    first = [
+        {"id": "A", "question": "qa", "response": "a"},
+        {"id": "B", "question": "qb", "response": "b"},
+    ]
+    run_batch(judge_with(), write_jsonl(tmp_path / "one.jsonl", first), output)
+    second = [
+        {"id": "B", "question": "qb", "response": "b, edited"},
+        {"id": "C", "question": "qc", "response": "c"},
+    ]
+    backend = FakeBackend(scripted)
+    summary = run_batch(judge_with(backend), write_jsonl(tmp_path / "two.jsonl", second), output)
+    assert len(backend.requests) == 2  # B (changed) and C: nothing skipped silently
+    assert (summary.scored, summary.skipped, summary.changed) == (2, 0, 1)
+    assert "1 changed since judged (judged again)" in summary.describe()
+    out = by_id(output)  # compacted: one line per id, B's the new one
+    assert set(out) == {"A", "B", "C"}
+    assert out["B"]["input_sha256"] != out["A"]["input_sha256"]
+    again = run_batch(judge_with(), tmp_path / "two.jsonl", output)
+    assert (again.skipped, again.changed, again.exit_status) == (2, 0, 0)
+
+
+def test_an_image_reference_is_part_of_what_was_judged(tmp_path):
+    png(tmp_path / "a.png")
+    png(tmp_path / "b.png", "blue")
+    output = tmp_path / "out.jsonl"
+    row = {"id": "x", "question": "q", "response": "a", "image": "a.png"}
+    run_batch(judge_with(), write_jsonl(tmp_path / "in.jsonl", [row]), output)
+    summary = run_batch(
+        judge_with(), write_jsonl(tmp_path / "in.jsonl", [{**row, "image": "b.png"}]), output
+    )
+    assert summary.changed == 1
+
+
+def test_a_fixed_unreadable_line_is_judged_again_without_retry_failed(tmp_path):
+    output = tmp_path / "out.jsonl"
+    source = write_jsonl(tmp_path / "in.jsonl", ['{"question": "q", "response": '])
+    assert run_batch(judge_with(), source, output).failed == 1
+    assert run_batch(judge_with(), source, output).skipped_failed == 1  # the same error
+    write_jsonl(source, [{"question": "q", "response": "a"}])
+    summary = run_batch(judge_with(), source, output)
+    assert (summary.changed, summary.scored, summary.exit_status) == (1, 1, 0)
+    assert by_id(output)["line:1"]["score"] == 0.5
+
+
+def test_an_old_result_file_without_fingerprints_still_resumes_and_says_so(tmp_path):
+    output = tmp_path / "out.jsonl"
+    source = write_jsonl(tmp_path / "in.jsonl", records(3))
+    run_batch(judge_with(), source, output)
+    old = [{k: v for k, v in line.items() if k != "input_sha256"} for line in results(output)]
+    write_jsonl(output, old)
+    backend = FakeBackend(scripted)
+    summary = run_batch(judge_with(backend), source, output)
+    assert backend.requests == []
+    assert (summary.skipped, summary.unverified, summary.exit_status) == (3, 3, 0)
+    assert "3 without a fingerprint" in summary.describe()
+    assert "not checked for changes" in summary.describe()
 
 
 def test_a_torn_last_line_is_cut_off_and_its_id_scored_again(tmp_path):
