@@ -29,7 +29,6 @@ file exists.
 
 from __future__ import annotations
 
-import concurrent.futures
 import ipaddress
 import os
 import re
@@ -254,7 +253,7 @@ def private_host(host: str) -> str | None:
         return address_kind(address)
     try:
         addresses = _resolved(name)
-    except (OSError, UnicodeError, concurrent.futures.TimeoutError):
+    except (OSError, ValueError):  # TimeoutError is an OSError, UnicodeError a ValueError
         return "a name that cannot be resolved here"
     kinds = [kind for kind in map(address_kind, addresses) if kind is not None]
     return f"a name that resolves to {kinds[0]}" if kinds else None
@@ -295,14 +294,14 @@ def address_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str 
     return None if address.is_global else "a non-global address"
 
 
-# Host names are resolved in worker threads (getaddrinfo has no timeout of its own),
-# and the answers kept for the most recent 256 names: a batch asks the same few hosts.
+# Host names are resolved in daemon threads (getaddrinfo has no timeout of its own, and
+# a lookup left hanging must not hold the interpreter at exit), and the answers kept for
+# the most recent 256 names: a batch asks the same few hosts.
 _RESOLVED_SIZE = 256
 _resolved_cache: OrderedDict[str, tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]] = (
     OrderedDict()
 )
 _resolved_lock = threading.Lock()
-_resolver = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="image-dns")
 
 
 def getaddrinfo_addresses(name: str) -> list[str]:
@@ -320,7 +319,7 @@ def _resolved(name: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address,
         if found is not None:
             _resolved_cache.move_to_end(name)
             return found
-    answers = _resolver.submit(resolver, name).result(timeout=RESOLVE_TIMEOUT_S)
+    answers = _lookup(name)
     found = tuple(ipaddress.ip_address(answer.split("%", 1)[0]) for answer in answers)
     if not found:
         raise OSError("no address")
@@ -329,6 +328,27 @@ def _resolved(name: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address,
         if len(_resolved_cache) > _RESOLVED_SIZE:
             _resolved_cache.popitem(last=False)
     return found
+
+
+def _lookup(name: str) -> list[str]:
+    """``resolver(name)`` in a daemon thread, given up after :data:`RESOLVE_TIMEOUT_S`."""
+    outcome: list[list[str] | BaseException] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append(resolver(name))
+        except BaseException as exc:  # handed to the caller
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="image-dns", daemon=True).start()
+    if not done.wait(RESOLVE_TIMEOUT_S):
+        raise TimeoutError(f"resolving took over {RESOLVE_TIMEOUT_S} s")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 # --------------------------------------------------------------------------- messages
