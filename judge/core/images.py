@@ -195,7 +195,7 @@ def _from_string(text: str, max_pixels: int | None, policy: ImagePolicy) -> str:
             "image URL is not valid Unicode (it holds a lone surrogate)",
             source=_describe_url(text),
         )
-    check_url(host, policy, _describe_url(text))
+    check_url(text, host, policy, _describe_url(text))
     return text
 
 

@@ -69,6 +69,7 @@ _OPEN_FLAGS = (
     | getattr(os, "O_CLOEXEC", 0)
     | getattr(os, "O_BINARY", 0)
 )
+_AMBIGUOUS = re.compile(r"[\\\x00-\x20\x7f]")
 _LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 
 
@@ -210,10 +211,15 @@ def _os_message(exc: OSError | ValueError, path: str) -> str:
 # --------------------------------------------------------------------------- URLs
 
 
-def check_url(host: str, policy: ImagePolicy, source: str) -> None:
+def check_url(url: str, host: str, policy: ImagePolicy, source: str) -> None:
     """Refuse an http(s) image URL that ``policy`` does not let the server fetch.
 
+    Under ``"public"``, a URL holding a backslash, a space or a control character is
+    refused too: URL parsers disagree on where its host ends, so the server's could
+    find another host than the one checked here.
+
     Args:
+        url: The URL.
         host: The URL's host (as ``urllib.parse.urlsplit(url).hostname`` gives it).
         policy: The URL policy.
         source: The URL as messages may show it.
@@ -227,6 +233,12 @@ def check_url(host: str, policy: ImagePolicy, source: str) -> None:
         raise ImageError(
             "image URLs are refused (image_urls='refuse'): give the image as a file, bytes "
             "or a data URL",
+            source=source,
+        )
+    if _AMBIGUOUS.search(url):
+        raise ImageError(
+            "image URL refused: it holds a backslash, a space or a control character, "
+            "which URL parsers read differently (image_urls='public')",
             source=source,
         )
     reason = private_host(host)

@@ -380,3 +380,22 @@ def test_batch_keeps_image_paths_inside_the_input_folder_by_default(
     widened = _batch(Path(), rows, "--image-root", str(tmp_path), "--image-urls", "pass")
     assert [line.get("score") for line in widened] == [0.5, 0.5, 0.5, None, 0.5, 0.5]
     assert "leaves the image root" in str(widened[3]["error"])
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1\\@images.example.com/a.png",
+        "http://images.example.com\\@127.0.0.1/a.png",
+        "http://images.example.com /a.png",
+        "http://images.example.com/a.png\t",
+        "http://images.example.com\x00.evil/a.png",
+    ],
+)
+def test_public_policy_refuses_urls_that_parsers_read_differently(
+    no_dns: dict[str, list[str]], url: str
+) -> None:
+    no_dns["images.example.com"] = ["93.184.216.34"]
+    with pytest.raises(ImageError, match="parsers read differently"):
+        image_part(url, policy=PUBLIC)
+    assert image_part(url)  # passed through under "pass", as before
