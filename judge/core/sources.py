@@ -17,7 +17,8 @@
   accepts, ``2130706433`` or ``0x7f.1`` included) or a name that resolves (within
   :data:`RESOLVE_TIMEOUT_S`) only to global addresses; ``localhost``, loopback,
   private, link-local (``169.254.169.254``), shared, reserved and multicast addresses
-  are refused, and so is a name that cannot be resolved. A name resolved here may resolve
+  are refused, and so is a name that cannot be resolved or a URL that URL parsers read
+  differently (a backslash, a space, a control character). A name resolved here may resolve
   elsewhere for the server (DNS rebinding): for untrusted data, add
   ``--allowed-media-domains`` or ``"refuse"``. ``"refuse"`` refuses every http(s) URL
   (data URLs are not fetched, and stay allowed).
