@@ -127,7 +127,8 @@ def serve(
             file=err,
             flush=True,
         )
-        try:
+        backend: VLLMServerBackend | None = None
+        try:  # one block: a signal at any point after launch stops the server
             backend = VLLMServerBackend.launch(
                 model,
                 host=host,
@@ -138,38 +139,46 @@ def serve(
                 log_file=log_file,
                 **options,
             )
+            code = _run(backend, out, err)
         except BackendUnavailableError as exc:
             print(f"thinking-judge serve: {exc}", file=err)
             return ExitStatus.UNAVAILABLE
         except KeyboardInterrupt:
-            print("thinking-judge serve: interrupted before the server was up", file=err)
-            return ExitStatus.OK
-        with backend:
-            process = backend.server_process
-            assert process is not None
-            url = str(backend.base_url)
-            print(url, file=out, flush=True)
-            print(
-                f"thinking-judge serve: ready; log: {backend.log_path}\n"
-                f"  check it:  thinking-judge check --base-url {url}\n"
-                f"  use it:    thinking-judge score --base-url {url} --question Q --response R\n"
-                "  stop it:   Ctrl-C",
-                file=err,
-                flush=True,
-            )
-            try:
-                code = process.wait()
-            except KeyboardInterrupt:
-                print("thinking-judge serve: stopping the server ...", file=err, flush=True)
-                backend.close()  # the whole process group, SIGKILL after the grace period
-                print("thinking-judge serve: stopped", file=err, flush=True)
+            if backend is None:
+                print("thinking-judge serve: interrupted before the server was up", file=err)
                 return ExitStatus.OK
-            print(
-                f"thinking-judge serve: the vLLM server exited with code {code}; "
-                f"see its log: {backend.log_path}",
-                file=err,
-            )
-            return ExitStatus.UNAVAILABLE
+            print("thinking-judge serve: stopping the server ...", file=err, flush=True)
+            backend.close()  # the whole process group, SIGKILL after the grace period
+            print("thinking-judge serve: stopped", file=err, flush=True)
+            return ExitStatus.OK
+        except BaseException:
+            if backend is not None:
+                backend.close()
+            raise
+        backend.close()
+        print(
+            f"thinking-judge serve: the vLLM server exited with code {code}; "
+            f"see its log: {backend.log_path}",
+            file=err,
+        )
+        return ExitStatus.UNAVAILABLE
+
+
+def _run(backend: VLLMServerBackend, out: TextIO, err: TextIO) -> int:
+    """Say where the server is, and wait until it exits; its exit code."""
+    process = backend.server_process
+    assert process is not None
+    url = str(backend.base_url)
+    print(url, file=out, flush=True)
+    print(
+        f"thinking-judge serve: ready; log: {backend.log_path}\n"
+        f"  check it:  thinking-judge check --base-url {url}\n"
+        f"  use it:    thinking-judge score --base-url {url} --question Q --response R\n"
+        "  stop it:   Ctrl-C",
+        file=err,
+        flush=True,
+    )
+    return process.wait()
 
 
 __all__ = ["serve", "stop_signals", "vllm_installed"]
