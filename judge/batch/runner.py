@@ -38,9 +38,19 @@ backend (:class:`~backends.base.AsyncBackend`) is fed one input per call, so a s
 never holds up the others; a batch-native backend (the in-process engine) gets batches of
 ``max_concurrency`` inputs, the next one prepared while the engine runs the current one.
 
-**Backend down.** A result whose failure kind ends a run (:func:`judge.failures.ends_run`:
-the backend is unreachable or cannot run) says nothing about the input: it is not written,
-the run stops (``BatchSummary.aborted``, exit status 3) and a re-run picks up from there.
+**One bad record vs a dead backend.** A result of kind ``unavailable`` (the backend cannot
+run) stops the run at once. A ``connection`` failure (after the transport's own retries and
+deadline) may be the record's own (a host that drops the connection for that request
+only) or the backend's: the record is *held*, not written. Any answer from the backend
+(a score, or a parse, constraint, context-length or server failure) proves it alive, and
+the held records are then written as failures of their own (the run goes on, exit status
+1). When ``5`` connection failures come in a row with no answer between, or the input
+ends with records held, one *probe* (a tiny judgment with a question of its own, so no
+cache can answer it) decides: answered, the held records fail on their own; not answered,
+the backend as a whole is unreachable: nothing is written for the held records, the run
+stops (``BatchSummary.aborted``, exit status 3) and a re-run picks up from there. A
+backend that dies while a few results are in flight may leave those few written as
+connection failures (``--retry-failed`` judges them again).
 """
 
 from __future__ import annotations
@@ -51,7 +61,6 @@ import os
 import stat
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,120 +74,33 @@ from judge.batch.formats import InputFormat, InputRecord, count_records, read_re
 from judge.batch.formats import input_format_of as input_format_of
 from judge.batch.progress import Progress, ProgressMode, make_progress
 from judge.batch.store import ResultFile
+from judge.batch.summary import BatchSummary
 from judge.errors import InputError
-from judge.failures import ExitStatus, FailureKind, ends_run
+from judge.failures import FailureKind, ends_run
 from judge.types import JudgeRunnable, ThinkingScore
 
 _DUPLICATES_KEPT = 20  # duplicate ids named in the summary; the rest are only counted
 _YIELD_EVERY = 256  # records read between two turns of the event loop
 _WRAPPERS_SEEN = 8  # with_config / with_retry layers looked through to find the backend
-
-
-@dataclass(slots=True)
-class BatchSummary:
-    """What a batch run did.
-
-    Attributes:
-        output: The result file.
-        records: Input records read (blank lines not counted; an unreadable stretch of a
-            file is one record). Unless the run stopped, ``scored + failed + skipped +
-            duplicates`` is ``records``: every record is accounted for.
-        scored: Records judged in this run with a score.
-        failed: Records judged (or found unusable) in this run without a score.
-        skipped: Records whose id already had a result in the output (not judged again).
-        skipped_failed: Of ``skipped``, those whose result is a failure (kept because
-            ``retry_failed`` was off).
-        changed: Records whose id had a result for different content (another question,
-            response or images): judged again, counted in ``scored`` or ``failed``.
-        unverified: Of ``skipped``, those whose result has no fingerprint (written before
-            fingerprints were kept): not checked for changes.
-        duplicates: Records whose id appeared earlier in the input (not judged).
-        duplicate_examples: ``(id, index)`` of the first few duplicates.
-        compacted: Whether the output was rewritten with one line per id.
-        aborted: Why the run stopped early (the backend cannot be used), or None.
-        aborted_kind: The failure kind that stopped it (one of
-            :data:`judge.failures.ENDS_RUN`), or None.
-        elapsed_s: Wall time of the run.
-        cache_hits: Judgments of this run answered from the judge's cache.
-        cache_misses: Judgments of this run looked up in the cache and not found.
-    """
-
-    output: Path
-    records: int = 0
-    scored: int = 0
-    failed: int = 0
-    skipped: int = 0
-    skipped_failed: int = 0
-    changed: int = 0
-    unverified: int = 0
-    duplicates: int = 0
-    duplicate_examples: list[tuple[str | int, int]] = field(default_factory=list)
-    compacted: bool = False
-    aborted: str | None = None
-    aborted_kind: FailureKind | None = None
-    elapsed_s: float = 0.0
-    cache_hits: int = 0
-    cache_misses: int = 0
-
-    @property
-    def rate(self) -> float:
-        """Records judged per second in this run."""
-        return (self.scored + self.failed) / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    @property
-    def not_judged(self) -> int:
-        """Records read but not settled: in flight or waiting when the run stopped."""
-        settled = self.scored + self.failed + self.skipped + self.duplicates
-        return max(0, self.records - settled)
-
-    @property
-    def exit_status(self) -> ExitStatus:
-        """The run's exit status (:class:`~judge.failures.ExitStatus`).
-
-        OK: every input id has a score; FAILED: some failed or were repeated; UNAVAILABLE:
-        the run was stopped because the backend cannot be used.
-        """
-        if self.aborted is not None:
-            return ExitStatus.UNAVAILABLE
-        if self.failed or self.skipped_failed or self.duplicates:
-            return ExitStatus.FAILED
-        return ExitStatus.OK
-
-    def describe(self) -> str:
-        """One human-readable line."""
-        skipped = f"{self.skipped} skipped as done"
-        if self.skipped_failed:
-            skipped += f" ({self.skipped_failed} of them failures; --retry-failed retries them)"
-        if self.unverified:
-            skipped += (
-                f" ({self.unverified} without a fingerprint, from an older result file: "
-                "not checked for changes)"
-            )
-        parts = [f"{self.scored} scored", f"{self.failed} failed", skipped]
-        if self.changed:
-            parts.append(f"{self.changed} changed since judged (judged again)")
-        if self.duplicates:
-            shown = ", ".join(f"{i!r} (line {n})" for i, n in self.duplicate_examples[:5])
-            parts.append(f"{self.duplicates} duplicate ids not judged: {shown}")
-        if self.not_judged:
-            parts.append(f"{self.not_judged} not judged (the run stopped)")
-        if self.cache_hits or self.cache_misses:
-            parts.append(f"cache: {self.cache_hits} hits, {self.cache_misses} misses")
-        text = (
-            f"{self.records} records read: {', '.join(parts)} "
-            f"in {self.elapsed_s:.1f} s ({self.rate:.1f}/s); results in {self.output}"
-        )
-        if self.aborted is not None:
-            text += f"; STOPPED: {self.aborted}; run the same command again to resume"
-        return text
+_DOWN_AFTER = 5  # connection failures in a row (no answer between) before a probe decides
+_ANSWERED = frozenset(
+    {FailureKind.PARSE, FailureKind.CONSTRAINT, FailureKind.CONTEXT_LENGTH, FailureKind.SERVER}
+)
+"""Failure kinds that prove the backend answered (the request reached a working model)."""
 
 
 class _BackendDown(Exception):
-    """A worker met a result whose failure kind ends the run."""
+    """The backend as a whole cannot be used: the run stops."""
 
-    def __init__(self, score: ThinkingScore) -> None:
+    def __init__(self, score: ThinkingScore, probe: ThinkingScore | None = None) -> None:
         super().__init__(score.error or "")
         self.score = score
+        self.probe = probe
+
+
+def _answered(score: ThinkingScore) -> bool:
+    """Whether a result proves that the backend answered."""
+    return score.ok or (score.error_kind is not None and FailureKind(score.error_kind) in _ANSWERED)
 
 
 _END = object()
@@ -199,6 +121,9 @@ class _Run:
     ) -> None:
         self.judge, self.out, self.summary, self.progress = judge, out, summary, progress
         self.retry_failed, self.chunk_size = retry_failed, chunk_size
+        self.held: list[tuple[InputRecord, ThinkingScore]] = []  # connection failures
+        self.in_a_row = 0  # connection failures since the backend last answered
+        self.probing = asyncio.Lock()
 
     async def produce(self, records: Iterable[InputRecord], queue: asyncio.Queue[Any]) -> None:
         """Read records; settle the skipped, duplicate and unusable ones; queue the rest."""
@@ -255,15 +180,60 @@ class _Run:
             )
             down: ThinkingScore | None = None
             for record, result in zip(chunk, results, strict=True):
-                score = _as_score(result)
-                if ends_run(score.error_kind):
-                    down = down or score
-                else:
-                    self.finish(record, score)
+                down = self.settle(record, _as_score(result)) or down
             if down is not None:
                 raise _BackendDown(down)
+            if self.in_a_row >= _DOWN_AFTER:
+                await self.decide()
             if last:
                 return
+
+    def settle(self, record: InputRecord, score: ThinkingScore) -> ThinkingScore | None:
+        """Write, hold (a connection failure) or return (a backend that cannot run) a result."""
+        if score.error_kind == FailureKind.CONNECTION:
+            self.held.append((record, score))
+            self.in_a_row += 1
+            return None
+        if ends_run(score.error_kind):
+            return score
+        self.finish(record, score)
+        if _answered(score):
+            self.release()
+        return None
+
+    def release(self) -> None:
+        """The backend answers: the held connection failures are the records' own."""
+        held, self.held, self.in_a_row = self.held, [], 0
+        for record, score in held:
+            self.finish(record, score)
+
+    async def decide(self) -> None:
+        """Probe the backend about the held records: release them, or stop the run.
+
+        Raises:
+            _BackendDown: The probe was not answered either.
+        """
+        async with self.probing:
+            if not self.held:  # an answer released them meanwhile
+                return
+            first = self.held[0][1]
+            probe = _as_score(
+                (
+                    await self.judge.abatch(
+                        [
+                            {
+                                "question": f"connectivity probe {os.urandom(8).hex()}",
+                                "response": "ok",
+                            }
+                        ],
+                        config={"max_concurrency": 1},
+                        return_exceptions=True,
+                    )
+                )[0]
+            )
+            if not _answered(probe):
+                raise _BackendDown(first, probe)
+            self.release()
 
     def finish(self, record: InputRecord, score: ThinkingScore) -> None:
         """Write one result and count it."""
@@ -300,11 +270,16 @@ def _streams(judge: JudgeRunnable) -> bool:
     return False
 
 
-def _stopped(score: ThinkingScore) -> str:
+def _stopped(down: _BackendDown) -> str:
     """``BatchSummary.aborted`` for a failure that ends the run."""
+    score = down.score
     if score.error_kind == FailureKind.CONNECTION:
-        return f"the backend is unreachable: {score.error}"
-    return f"the backend cannot be used: {score.error}"
+        text = f"the backend is unreachable: {score.error}"
+    else:
+        text = f"the backend cannot be used: {score.error}"
+    if down.probe is not None:
+        text += f"; a probe request failed too: {down.probe.error}"
+    return text
 
 
 async def ajudge_records(
@@ -361,11 +336,12 @@ async def ajudge_records(
         progress.start(None if total is None else max(0, total - done))
         run = _Run(judge, out, summary, progress, retry_failed=retry_failed, chunk_size=chunk)
         await _pipeline(run, records, workers, queue_size=max(max_concurrency, chunk))
+        await run.decide()  # records held at the end: theirs, or the backend's?
         if out.superseded:
             out.compact()
             summary.compacted = True
     except _BackendDown as exc:
-        summary.aborted = _stopped(exc.score)
+        summary.aborted = _stopped(exc)
         summary.aborted_kind = exc.score.error_kind
     finally:
         summary.elapsed_s = time.monotonic() - started
