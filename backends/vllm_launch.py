@@ -11,7 +11,9 @@ process to :class:`ServerProcess`, which
   :meth:`health`), failing fast with the end of the log when the process exits, or when
   it is not healthy in time;
 * stops it: SIGTERM to the whole group, SIGKILL after a grace period, the leader
-  reaped; also when the backend that owns it is garbage-collected.
+  reaped; descendants that left the group are signalled too (found with psutil, which
+  vLLM installs); also when the backend that owns it is garbage-collected, and at the
+  latest when this interpreter exits (``weakref.finalize`` runs at exit).
 
 The design follows vLLM's ``tests/utils.py`` ``RemoteOpenAIServer``. This module knows
 nothing of requests or of the backend class (which imports it, never the other way
@@ -21,6 +23,7 @@ round): it is given commands, environments and a health check.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -161,19 +164,43 @@ def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
             process.terminate()
 
 
+def _descendants(pid: int) -> list[Any]:
+    """The processes below ``pid`` (psutil's, when psutil is installed: vLLM brings it)."""
+    try:
+        psutil: Any = importlib.import_module("psutil")
+    except ImportError:  # pragma: no cover - installed with vLLM
+        return []
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
+
+
+def _signal_each(processes: Sequence[Any], sig: int) -> None:
+    """Send ``sig`` to each psutil process still running (psutil checks it is the same one)."""
+    for child in processes:
+        with contextlib.suppress(Exception):  # gone, or not ours to signal
+            child.send_signal(sig)
+
+
 def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM the process's group, SIGKILL it after ``grace`` seconds; reap the leader.
 
     The SIGKILL goes to the group even when the leader stopped in time, for any child
-    it left behind.
+    it left behind. Descendants that left the group (a new session of their own) are
+    found before the leader stops (with psutil) and signalled with the group.
     """
+    descendants = _descendants(process.pid) if process.poll() is None else []
     if process.poll() is None:
         _signal_group(process, signal.SIGTERM)
+        _signal_each(descendants, signal.SIGTERM)
         try:
             process.wait(grace)
         except subprocess.TimeoutExpired:
             logger.warning("the vLLM server did not stop within %g s; killing it", grace)
-    _signal_group(process, getattr(signal, "SIGKILL", signal.SIGTERM))  # stragglers
+    kill = getattr(signal, "SIGKILL", signal.SIGTERM)
+    _signal_group(process, kill)  # stragglers
+    _signal_each(descendants, kill)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(grace)
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
 from backends.base import JudgeRequest
 from backends.errors import BackendConnectionError, BackendError
+from backends.vllm_launch import stop_process
 from backends.vllm_server import VLLMServerBackend, reads_structured_outputs
 
 CHOICE = {"structured_outputs": {"choice": ["0", "1.0"]}}
@@ -173,3 +180,50 @@ def test_the_server_command_puts_the_callers_arguments_after_the_names():
         "bfloat16",
         "--enforce-eager",
     ]
+
+
+# ------------------------------------------------------------------- stopping a server's processes
+
+SERVER_WITH_CHILDREN = """
+import signal, subprocess, sys, time
+sleep = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"]
+same_group = subprocess.Popen(sleep)
+escaped = subprocess.Popen(sleep, start_new_session=True)  # left the group
+with open("children", "w") as out:
+    out.write(f"{same_group.pid} {escaped.pid}")
+time.sleep(120)
+"""
+
+
+def _gone(pid: int) -> bool:
+    psutil = pytest.importorskip("psutil")
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # dead, not yet reaped
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_stopping_a_server_stops_its_group_and_the_children_that_left_it(tmp_path):
+    pytest.importorskip("psutil")
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVER_WITH_CHILDREN], cwd=tmp_path, start_new_session=True
+    )
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "children").exists() or not (tmp_path / "children").read_text():
+            assert time.monotonic() < deadline, "the test server did not start its children"
+            time.sleep(0.05)
+        children = [int(pid) for pid in (tmp_path / "children").read_text().split()]
+        time.sleep(0.2)  # the children set their SIGTERM handling
+        stop_process(process, 1.0)  # they ignore SIGTERM: SIGKILL after the grace period
+        assert process.returncode is not None
+        deadline = time.monotonic() + 10
+        while not all(_gone(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [pid for pid in children if not _gone(pid)] == []
+    finally:
+        for pid in [process.pid, *children]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.wait()
