@@ -80,10 +80,14 @@ from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, convert_to_messages
 from langchain_core.runnables import RunnableConfig, ensure_config
-from pydantic import SecretStr
 
 from backends.base import Backend, JudgeRequest, Result
-from backends.chat_model_replies import error_result, reply_result, safe_message
+from backends.chat_model_replies import (
+    chat_model_secrets,
+    error_result,
+    reply_result,
+    safe_message,
+)
 from backends.errors import BackendError
 
 logger = logging.getLogger(__name__)
@@ -291,10 +295,7 @@ class ChatModelBackend(Backend):
         self.model = model or str(
             getattr(llm, "model_name", None) or getattr(llm, "model", None) or ""
         )
-        secrets = (getattr(llm, name, None) for name in fields)
-        self._secrets = tuple(
-            s for s in secrets if isinstance(s, SecretStr) and len(s.get_secret_value()) >= 4
-        )
+        self._secrets = chat_model_secrets(llm)
         for missing in ("max_tokens", "temperature"):
             if missing not in self._fields:
                 logger.warning(

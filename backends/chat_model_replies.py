@@ -16,13 +16,15 @@ exception:
   ``ConnectionError``: :class:`~backends.errors.BackendConnectionError`;
 - LangChain's ``ModelRateLimitError`` without a status:
   ``BackendHTTPError(status=429)``;
-- a reply that is not a message or whose logprobs are malformed:
-  :class:`~backends.errors.BackendResponseError`;
+- a reply that is not a message, whose logprobs are malformed or whose finish reason
+  is not a string: :class:`~backends.errors.BackendResponseError` (a usage count that
+  is not a non-negative integer, or a model name that is not a string, is dropped);
 - anything else: :class:`~backends.errors.BackendError`.
 
 Messages name the chat model class and the host's own message (:func:`host_message`),
 made safe by the caller's ``safe`` (:func:`safe_message`: scrubbed of the chat model's
-secrets, of base64 and of any echo of the request's texts).
+secrets (:func:`chat_model_secrets`: its API key, default headers, default query and
+base URL query) and their echoes, of base64 and of any echo of the request's texts).
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from typing import Any
 
 import openai
 from langchain_core import exceptions as lc_exceptions
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from pydantic import SecretStr
+from yarl import URL
 
 from backends.base import Completion, JudgeRequest, Result, content_text
 from backends.errors import (
@@ -52,6 +56,7 @@ from backends.openai_wire import (
     request_fragments,
     scrub,
 )
+from backends.scrubbing import MIN_SECRET_CHARS, secret_values
 
 
 def _lc_errors(*names: str) -> tuple[type[BaseException], ...]:
@@ -97,26 +102,36 @@ def reply_result(
         return BackendResponseError(
             f"{chat_model} returned a {type(output).__name__}, not a message", backend=backend
         )
-    metadata = output.response_metadata or {}
+    metadata = output.response_metadata
+    metadata = metadata if isinstance(metadata, Mapping) else {}
     value = metadata.get("logprobs")
     try:
         logprobs = parse_logprobs(value) if isinstance(value, Mapping) else None
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError):
         return BackendResponseError(
             f"{chat_model} returned logprobs in an unknown shape", backend=backend
         )
+    reason = next(
+        (
+            metadata[key]
+            for key in ("finish_reason", "stop_reason", "done_reason")
+            if metadata.get(key)
+        ),
+        None,
+    )
+    if reason is not None and not isinstance(reason, str):
+        return BackendResponseError(
+            f"{chat_model} returned a finish reason that is not a string", backend=backend
+        )
+    named = metadata.get("model_name") or metadata.get("model")
     prompt_tokens, completion_tokens = _usage(output)
     return Completion(
         text=content_text(output.content),
-        finish_reason=(
-            metadata.get("finish_reason")
-            or metadata.get("stop_reason")
-            or metadata.get("done_reason")
-        ),
+        finish_reason=None if reason is None else reason[:64],
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         logprobs=logprobs,
-        model=metadata.get("model_name") or metadata.get("model") or model,
+        model=named[:256] if isinstance(named, str) and named else model,
         latency_s=latency,
     )
 
@@ -192,16 +207,51 @@ def safe_message(exc: BaseException, secrets: Sequence[SecretStr], request: Judg
     return text or "(no message)"
 
 
+def chat_model_secrets(llm: BaseChatModel) -> tuple[SecretStr, ...]:
+    """What no message may show of a chat model's configuration.
+
+    Its ``SecretStr`` fields (the API key), every value of its default headers and
+    default query, and the query values and password of its base URL.
+    """
+    found: list[str] = []
+    for name in type(llm).model_fields:
+        value = getattr(llm, name, None)
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif name in ("default_headers", "headers", "default_query") and isinstance(value, Mapping):
+            found += secret_values({str(k): str(v) for k, v in value.items()})
+        elif isinstance(value, str) and "://" in value and ("?" in value or "@" in value):
+            url = URL(value)
+            found += [*secret_values(urls=[url]), url.password or ""]
+    unique = dict.fromkeys(s for s in found if len(s) >= MIN_SECRET_CHARS)
+    return tuple(SecretStr(secret) for secret in unique)
+
+
+def _count(value: Any) -> int | None:
+    """A token count: a non-negative integer below 2**53, else None."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
+    return value if ok else None
+
+
 def _usage(message: BaseMessage) -> tuple[int | None, int | None]:
     """Prompt and completion tokens from ``usage_metadata`` or the provider's usage."""
     usage = getattr(message, "usage_metadata", None)
-    if usage:
-        return usage.get("input_tokens"), usage.get("output_tokens")
-    metadata = message.response_metadata or {}
+    if isinstance(usage, Mapping) and usage:
+        return _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
+    metadata = message.response_metadata
+    metadata = metadata if isinstance(metadata, Mapping) else {}
     token_usage = metadata.get("token_usage") or metadata.get("usage")
     if isinstance(token_usage, Mapping):
-        return token_usage.get("prompt_tokens"), token_usage.get("completion_tokens")
+        prompt, completion = token_usage.get("prompt_tokens"), token_usage.get("completion_tokens")
+        return _count(prompt), _count(completion)
     return None, None
 
 
-__all__ = ["error_result", "host_message", "http_status", "reply_result", "safe_message"]
+__all__ = [
+    "chat_model_secrets",
+    "error_result",
+    "host_message",
+    "http_status",
+    "reply_result",
+    "safe_message",
+]

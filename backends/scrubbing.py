@@ -9,7 +9,7 @@ Name                            What it does
 :func:`scrub`                   redact secrets and their echoes, drop any echo of the
                                 request, replace base64, fold whitespace, bound
 :func:`echoes`                  whether a word of a message echoes a secret (its start,
-                                its end, a run of it, or a masked form ``sk-ab...wxyz``)
+                                its end, or a masked form ``sk-ab...wxyz``)
 :func:`secret_values`           the secrets a user gave in headers and URL queries
 :func:`request_fragments`       the starts of a request's texts, for ``scrub``
 :func:`display_url`             a URL without user info, query or fragment
@@ -32,7 +32,7 @@ MAX_MESSAGE_CHARS = 300
 MIN_SECRET_CHARS = 4
 """A shorter string is too short to be a secret and is left alone."""
 ECHO_CHARS = 8
-"""A word sharing this many consecutive characters with a secret echoes it."""
+"""A word holding this many of a secret's first (or last) characters echoes it."""
 
 _DATA_URL = re.compile(r"data:[\w.+/-]*;base64,[A-Za-z0-9+/=_-]*", re.IGNORECASE)
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/=_-]{64,}")
@@ -67,23 +67,17 @@ def secret_values(headers: Mapping[str, str] | None = None, urls: Iterable[URL] 
     return out
 
 
-def _grams(secret: str) -> set[str]:
-    return {secret[i : i + ECHO_CHARS] for i in range(len(secret) - ECHO_CHARS + 1)}
-
-
-def echoes(word: str, secret: str, grams: set[str] | None = None) -> bool:
+def echoes(word: str, secret: str) -> bool:
     """Whether ``word`` echoes ``secret``.
 
-    It does when it holds the whole of it, a run of :data:`ECHO_CHARS` of its
-    characters (its first 8, say), or a masked form that keeps its first or last
-    characters around ``***`` / ``...`` (``sk-abc...wxyz``).
+    It does when it holds the whole of it, its first or last :data:`ECHO_CHARS`
+    characters, or a masked form that keeps at least its first or last three
+    characters around ``***`` / ``...`` (``sk-abc...wxyz``, ``sk-abc****``).
     """
     if secret in word:
         return True
-    if len(secret) >= ECHO_CHARS:
-        grams = _grams(secret) if grams is None else grams
-        if any(word[i : i + ECHO_CHARS] in grams for i in range(len(word) - ECHO_CHARS + 1)):
-            return True
+    if len(secret) >= ECHO_CHARS and (secret[:ECHO_CHARS] in word or secret[-ECHO_CHARS:] in word):
+        return True
     mask = _MASK.search(word)
     if mask is None or len(secret) < 2 * _MASK_ENDS:
         return False
@@ -99,11 +93,10 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
         return text
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
-    grams = [(secret, _grams(secret)) for secret in secrets]
 
     def word(match: re.Match[str]) -> str:
         found = match.group()
-        if found == "***" or not any(echoes(found, s, g) for s, g in grams):
+        if found == "***" or not any(echoes(found, secret) for secret in secrets):
             return found
         return "***"
 

@@ -366,6 +366,49 @@ def test_malformed_logprobs_are_a_response_error(llm):
     assert result.retryable
 
 
+@pytest.mark.parametrize(
+    ("metadata", "why"),
+    [
+        ({"finish_reason": 5}, "finish reason"),
+        ({"finish_reason": ["stop"]}, "finish reason"),
+        ({"logprobs": {"content": [{"token": 1, "logprob": -0.1}]}}, "logprobs"),
+        ({"logprobs": {"content": [{"token": "0", "logprob": "-0.1"}]}}, "logprobs"),
+        ({"logprobs": {"content": [{"token": "0", "logprob": 10**400}]}}, "logprobs"),
+        ({"logprobs": {"content": "0"}}, "logprobs"),
+    ],
+)
+def test_a_wrong_reply_field_fails_its_request_alone(llm, metadata, why):
+    def reply(messages, kwargs):
+        if last_text(messages) == "bad":
+            return AIMessage(content="0.5", response_metadata=metadata)
+        return default_reply(messages, kwargs)
+
+    llm.reply = reply
+    bad, good = ChatModelBackend(llm).generate([req("bad"), req("0.5")])
+    assert isinstance(bad, BackendResponseError)
+    assert why in str(bad)
+    assert isinstance(good, Completion)
+
+
+@pytest.mark.parametrize(
+    "usage", [{"prompt_tokens": "5"}, {"prompt_tokens": -1}, {"prompt_tokens": True}, "5"]
+)
+@pytest.mark.parametrize("model_name", [7, {"id": "m"}, "", None])
+def test_a_wrong_usage_or_model_name_is_dropped(llm, usage, model_name):
+    llm.reply = lambda messages, kwargs: AIMessage(
+        content="0.5",
+        response_metadata={"token_usage": usage, "model_name": model_name, "finish_reason": None},
+    )
+    (completion,) = ChatModelBackend(llm, model="configured").generate([req()])
+    assert isinstance(completion, Completion)
+    assert completion.prompt_tokens is None
+    assert completion.model == "configured"
+    assert completion.usage() is None or all(
+        type(v) is int
+        for v in completion.usage().values()  # type: ignore[union-attr]
+    )
+
+
 async def test_order_is_kept_and_concurrency_bounded(llm):
     llm.delay = 0.01
     requests = [req(str(i)) for i in range(20)]
@@ -572,6 +615,14 @@ class OpenAIHost(ThreadedHost):
         if fault == "leak":  # a host echoing the key and the image in its message
             message = f"bad image {IMAGE_URL} with key {KEY}"
             return web.json_response({"error": {"message": message}}, status=400)
+        if fault == "echo":  # a host echoing the query, every header and a masked key
+            auth = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            headers = " ".join(f"{k}={v}" for k, v in request.headers.items() if k != "Cookie")
+            message = (
+                f"key {auth[:3]}...{auth[-4:]} / {auth[:9]}*** query {request.query_string} "
+                f"api-key={request.headers.get('api-key')} headers {headers}"
+            )
+            return web.json_response({"error": {"message": message}}, status=401)
         status, _, retry_after = fault.partition(":")
         headers = {"Retry-After": retry_after} if retry_after else {}
         error = {"message": f"fault {status}", "type": "Error", "code": int(status)}
@@ -719,6 +770,33 @@ def test_chat_openai_error_messages_hold_no_key_or_image(host):
     assert KEY not in str(failed)
     assert IMAGE_B64 not in str(failed)
     assert "***" in str(failed)
+
+
+def test_chat_openai_header_query_and_key_echoes_never_show(host, caplog):
+    header_secret, query_secret = "hdr-0123456789-secret", "qry-0123456789-secret"
+    caplog.set_level("DEBUG")
+    llm = chat_openai(
+        host.url, default_headers={"api-key": header_secret}, default_query={"token": query_secret}
+    )
+    backend = ChatModelBackend(llm)
+    host.faults.append("echo")
+    (failed,) = backend.generate([req()])
+    assert isinstance(failed, BackendHTTPError)
+    assert "query token=***" in str(failed)
+    assert "api-key=***" in str(failed)
+    odd = chat_openai("http://u:pw-12345@h/v1?sig=url-0123456789", default_headers={"a": "hdr-1"})
+    assert {s.get_secret_value() for s in ChatModelBackend(odd)._secrets} >= {
+        "url-0123456789",
+        "pw-12345",
+        "hdr-1",
+        KEY,
+    }
+    # ours: the SDK's own loggers (httpx logs every URL, query included) are not
+    logs = [r.getMessage() for r in caplog.records if r.name.startswith(("backends", "judge"))]
+    for text in (str(failed), repr(failed), repr(backend), str(backend.describe()), *logs):
+        for secret in (KEY, header_secret, query_secret):
+            for piece in (secret, secret[:8], secret[-4:]):
+                assert piece not in text, text
 
 
 async def test_chat_openai_timeout(host, achat_openai):

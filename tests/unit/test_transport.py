@@ -192,6 +192,114 @@ def test_http_error_recognises_context_length():
     assert not isinstance(transport.http_error(429, body, "u"), BackendContextLengthError)
 
 
+# --------------------------------------------------------------------------- secrets
+
+HEADER_SECRET = "hdr-0123456789abcdef-secret"
+QUERY_SECRET = "qry-0123456789abcdef-secret"
+
+
+class LeakyHost(ThreadedHost):
+    """A chat host that echoes every header value, the query and masked keys back.
+
+    The request's last message picks the status and the shape: ``401`` / ``500`` (an
+    error body), ``200error`` (a 200 with only an error), ``200both`` (an error beside
+    choices).
+    """
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.chat)
+        return app
+
+    async def chat(self, request: web.Request) -> web.Response:
+        mode = (await request.json())["messages"][-1]["content"]
+        mode = mode if isinstance(mode, str) else "401"  # the judge's prompt
+        auth = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        echoed = " ".join(f"{name}={value}" for name, value in request.headers.items())
+        message = (
+            f"Masked: {HEADER_SECRET[:4]}****{HEADER_SECRET[-4:]} {QUERY_SECRET[:9]}\u2026 "
+            f"Incorrect API key provided: {auth[:3]}...{auth[-4:]} or {auth[:8]}**** or "
+            f"{auth[:10]}. Query: {request.query_string}. Headers: {echoed}."
+        )
+        error = {"error": {"message": message, "type": "invalid_request_error"}}
+        if mode.isdigit():
+            return web.json_response(error, status=int(mode))
+        if mode == "200both":
+            error["choices"] = [{"message": {"content": "1"}, "finish_reason": "stop"}]
+        return web.json_response(error)
+
+
+@pytest.fixture(scope="module")
+def leaky():
+    server = LeakyHost()
+    server.start()
+    yield server
+    server.stop()
+
+
+def leaks(text: str) -> list[str]:
+    """The pieces of a secret found in ``text``: whole, its first 8, or masked ends."""
+    found = []
+    for secret in (KEY, HEADER_SECRET, QUERY_SECRET):
+        for piece in (secret, secret[:8], secret[-8:], f"{secret[:4]}****", f"...{secret[-4:]}"):
+            if piece in text:
+                found.append(piece)
+    return found
+
+
+def test_echoes_of_secrets_are_recognised():
+    from backends.scrubbing import echoes, scrub
+
+    assert echoes("sk-transport-01", KEY)  # its start
+    assert echoes("sk-t...6789", KEY)  # a masked form
+    assert echoes("sk-tr****", KEY)
+    assert echoes("\u2026port-0123456789", KEY)
+    assert not echoes("sk-other-key-value", KEY)
+    assert not echoes("loading...", KEY)
+    assert not echoes("transport", KEY)
+    assert scrub(f"key {KEY[:9]}*** rejected", [KEY]) == "key *** rejected"
+    assert scrub("no secret in here at all", [KEY]) == "no secret in here at all"
+
+
+async def test_header_query_and_key_echoes_never_show(leaky, caplog):
+    from backends.openai_compatible import OpenAICompatibleBackend
+    from judge import ThinkingRewardJudge
+
+    caplog.set_level("DEBUG")
+    backend = OpenAICompatibleBackend(
+        f"{leaky.url}?api-version=2024-06-01&api-key={QUERY_SECRET}",
+        "m",
+        api_key=KEY,
+        headers={"api-key": HEADER_SECRET, "X-Org": "org-visible-name"},
+        max_retries=1,
+        backoff_base=0.0,
+    )
+    try:
+        modes = ["401", "500", "200error", "200both", "403"]
+        requests = [JudgeRequest(messages=[{"role": "user", "content": mode}]) for mode in modes]
+        results = await backend.agenerate(requests)
+        shown = [str(r) for r in results] + [repr(r) for r in results]
+        assert all(isinstance(r, BackendError) for r in results)
+        assert isinstance(results[3], BackendResponseError)  # an error beside choices
+        assert "Incorrect API key provided" in shown[0]  # the host's message is kept
+        judge = ThinkingRewardJudge(backend=backend)
+        score = await judge.ainvoke({"question": "Is this ok?", "response": "401"})
+        assert not score.ok
+        shown += [str(score.error), score.model_dump_json(), repr(score)]
+        shown += [repr(backend), str(backend.describe()), repr(backend.transport)]
+        client_logs = [
+            record.getMessage()
+            for record in caplog.records
+            if not record.name.startswith(("aiohttp.access", "aiohttp.server", "aiohttp.web"))
+        ]
+        assert any("retrying" in line for line in client_logs)
+        for text in [*shown, *client_logs]:
+            assert leaks(text) == [], text
+        assert "?" not in backend.describe()["base_url"]
+    finally:
+        await backend.aclose()
+
+
 # --------------------------------------------------------------------------- retries
 
 
