@@ -215,3 +215,36 @@ def test_fuzz_arbitrary_bytes_as_csv_every_record_is_accounted_for(tmp_path, dat
     # The records cover the file: their lines increase, and nothing after the last is lost.
     lines = [record.line for record in read_records(source)]
     assert lines == sorted(set(lines))
+
+
+def _odd_tables(pa):
+    import datetime
+    import decimal
+
+    q = {"question": ["q"], "response": ["a"]}
+    return {
+        "int question": pa.table({"question": [1, 2], "response": ["a", "b"]}),
+        "int images": pa.table({**q, "images": [[1, 2]]}),
+        "float id": pa.table({**q, "id": [1.5]}),
+        "date id": pa.table({**q, "id": [datetime.date(2020, 1, 1)]}),
+        "map image": pa.table(
+            {**q, "image": pa.array([[("k", 1)]], type=pa.map_(pa.string(), pa.int64()))}
+        ),
+        "decimal image": pa.table({**q, "image": [decimal.Decimal("1.5")]}),
+        "bytes not an image": pa.table({**q, "image": [b"not an image"]}),
+        "no columns of ours": pa.table({"x": [1, 2, 3]}),
+        "no rows": pa.table({"question": pa.array([], pa.string())}),
+    }
+
+
+def test_odd_parquet_schemas_never_raise_and_every_row_is_accounted_for(tmp_path):
+    pa = pytest.importorskip("pyarrow", reason="Parquet input needs pyarrow, not installed here")
+    import pyarrow.parquet as pq
+
+    for n, (name, table) in enumerate(_odd_tables(pa).items()):
+        path = tmp_path / f"{n}.parquet"
+        pq.write_table(table, path)
+        summary = run_batch(judge_with(), path, tmp_path / f"{n}.out.jsonl")
+        assert summary.records == table.num_rows, name
+        assert accounted(summary), name
+        assert summary.scored == 0, name  # none of them is a judgeable record
