@@ -26,7 +26,9 @@ not an object, ``question`` or ``response`` missing or not a string, a bad ``id`
 exception. CSV is read strictly: a quote opened and never closed, text after a closing
 quote, a cell above the field limit, a NUL byte or more cells than the header make an
 error record that names the lines it covers, and reading goes on at the next line (a
-quote never closed covers every line to the end of the file). A file that cannot be read
+quote never closed covers every line to the end of the file); a record that is not UTF-8
+is an error record too. A header that cannot be read (or names a column twice) is one
+error record and nothing after it is read. A file that cannot be read
 to its end (a read error, a Parquet file cut short or corrupt) ends with an error record
 saying where reading stopped, never a short success.
 
@@ -255,8 +257,10 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
             if not row:  # a blank line
                 continue
             if header is None:
-                if any("\x00" in cell for cell in row):
-                    yield first, _csv_error(first, first, csv.Error("a NUL byte"), True)
+                named = [cell for cell in row if cell]
+                if any("\x00" in cell for cell in row) or len(named) != len(set(named)):
+                    fault = "a NUL byte" if any("\x00" in c for c in row) else "a column twice"
+                    yield first, _csv_error(first, first, csv.Error(fault), True)
                     return
                 header = row
                 continue

@@ -80,6 +80,15 @@ def test_a_nul_byte_in_the_header_reads_nothing_and_says_so(tmp_path):
     assert summary.exit_status == 1
 
 
+def test_a_header_that_names_a_column_twice_reads_nothing_and_says_so(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("id,question,response,response\nr0,q,a,b\n")
+    summary = run_batch(judge_with(), source, tmp_path / "out.jsonl")
+    (bad,) = by_id(tmp_path / "out.jsonl").values()
+    assert "a column twice" in bad["error"]
+    assert summary.exit_status == 1
+
+
 def test_a_cell_above_the_field_limit_is_an_error_record(tmp_path, monkeypatch):
     before = csv.field_size_limit()
     monkeypatch.setattr(formats, "_CSV_FIELD_LIMIT", 100)
