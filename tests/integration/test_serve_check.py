@@ -8,6 +8,7 @@ no process of the server's process group is left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -123,6 +124,7 @@ def test_serve_prints_the_url_and_stops_cleanly_on_ctrl_c(tiny_model: Path, tmp_
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=env
         )
+    pgid: int | None = None
     try:
         assert process.stdout is not None
         url = process.stdout.readline().decode().strip()  # blocks until ready (or exit)
@@ -136,12 +138,20 @@ def test_serve_prints_the_url_and_stops_cleanly_on_ctrl_c(tiny_model: Path, tmp_
 
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=300) == ExitStatus.OK, stderr.read_text()
-    finally:
+    finally:  # whatever the outcome, no server is left: serve stops it, else its group dies
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            process.terminate()  # serve stops its server on SIGTERM
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        left = [] if pgid is None else _group_members(pgid)  # asserted below: serve's job
+        if left:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
     err_text = stderr.read_text()
     assert "thinking-judge serve: stopped" in err_text
     assert process.stdout.read() == b""  # the URL was the only line on stdout
     process.stdout.close()
-    assert _group_members(pgid) == []
+    assert left == []
