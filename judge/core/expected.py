@@ -71,8 +71,8 @@ def _problem(index: int, entry: TokenLogprob) -> str | None:
     """Why position ``index`` cannot be a distribution, or None."""
     try:
         pairs = [(entry.token, entry.logprob), *((token, value) for token, value in entry.top)]
-    except (TypeError, ValueError):
-        return f"position {index}: its top logprobs are not (token, logprob) pairs"
+    except (AttributeError, TypeError, ValueError):
+        return f"position {index}: not a token with its logprob and (token, logprob) pairs"
     seen: dict[str, float] = {}
     for token, value in pairs:
         problem = _value_problem(token, value)

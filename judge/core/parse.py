@@ -20,6 +20,9 @@ An answer is a score only when the model finished it: :func:`check_finished` ref
 ``finish_reason`` other than a natural end (:data:`FINISHED`) with
 :class:`~judge.errors.TruncatedAnswerError`, whatever the text says.
 
+A completion whose fields have impossible types (:func:`malformed_completion`) is not
+read at all.
+
 The *expected score* (the probability-weighted mean of the answer, from the digit
 tokens' top logprobs) is in :mod:`judge.core.expected`.
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import re
 
+from backends.base import Completion
 from judge.errors import ScoreParseError, TruncatedAnswerError
 
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -140,6 +144,33 @@ def check_finished(finish_reason: object) -> None:
     )
 
 
+_NONE = type(None)
+_FIELDS: tuple[tuple[str, tuple[type, ...]], ...] = (
+    ("text", (str,)),
+    ("finish_reason", (str, _NONE)),
+    ("prompt_tokens", (int, _NONE)),
+    ("completion_tokens", (int, _NONE)),
+    ("logprobs", (tuple, list, _NONE)),
+    ("model", (str, _NONE)),
+    ("latency_s", (float, int, _NONE)),
+    ("attempts", (int,)),
+)
+
+
+def malformed_completion(completion: Completion) -> str | None:
+    """Which field of a completion has a type it cannot have, or None.
+
+    A backend builds :class:`~backends.base.Completion` from what a host sent; a field
+    of another type (a number for ``model``, text for ``prompt_tokens``) is a malformed
+    reply, never a crash and never a score.
+    """
+    for name, types in _FIELDS:
+        value = getattr(completion, name, None)
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"{name} is a {type(value).__name__}"
+    return None
+
+
 def constraint_choices(prefix: str = "", suffix: str = "", after: str = "") -> list[str]:
     """The strings a constrained answer may take, or its remainders after ``after``.
 
@@ -164,5 +195,6 @@ __all__ = [
     "SCORE_GRID",
     "check_finished",
     "constraint_choices",
+    "malformed_completion",
     "parse_score",
 ]

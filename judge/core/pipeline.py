@@ -41,11 +41,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from backends.base import Completion, JudgeRequest, Result
-from backends.errors import BackendError, ThinkingJudgeError
+from backends.errors import BackendError, BackendResponseError, ThinkingJudgeError
 from judge.core.expected import ScoreTrace, expected_score, trace_answer, usable
 from judge.core.images import image_parts
 from judge.core.inputs import checked_fields
-from judge.core.parse import check_finished, constraint_choices, parse_score
+from judge.core.parse import check_finished, constraint_choices, malformed_completion, parse_score
 from judge.core.prompt import (
     ANSWER_TAG,
     TEMPLATE_VERSIONS,
@@ -281,6 +281,8 @@ class JudgmentPipeline:
         return self._scores(completion)
 
     def _scores(self, completion: Completion) -> bool:
+        if malformed_completion(completion):
+            return False
         try:
             self.parse(completion)
         except ThinkingJudgeError:
@@ -346,7 +348,16 @@ class JudgmentPipeline:
             "output_format": self.options.output_format,
             **info,
         }
-        return [self.score(judgment, info, common) for judgment in judgments]
+        scores: list[ThinkingScore | Exception] = []
+        for judgment in judgments:
+            try:
+                scores.append(self.score(judgment, info, common))
+            except Exception as exc:  # a bug: reported as this judgment's failure (internal)
+                failed = ThinkingScore.failure(
+                    exc, backend=info.get("backend"), metadata=dict(common)
+                )
+                scores.append(exc if self.options.raise_on_error else failed)
+        return scores
 
     def score(
         self, judgment: Judgment, info: Mapping[str, Any], common: Mapping[str, Any]
@@ -354,6 +365,11 @@ class JudgmentPipeline:
         """One judgment's ThinkingScore (or its error, with ``raise_on_error``)."""
         options = self.options
         result = judgment.result
+        if isinstance(result, Completion) and (problem := malformed_completion(result)):
+            name = self.backend.name
+            message = f"the {name!r} backend returned a malformed completion: {problem}"
+            attempts = result.attempts if type(result.attempts) is int else 1
+            result = BackendResponseError(message, backend=name, attempts=attempts)
         base: dict[str, Any] = {
             "backend": info.get("backend"),
             "model": info.get("model"),

@@ -412,7 +412,7 @@ def judged(answer: Completion, rest: Completion | None = None):
         (raw("0", -0.1, ((7, -0.1),)), "not text (int)"),
         (raw(["0"], -0.1, ()), "not text (list)"),
         (raw("0", -0.1, (("0", -0.1), ("1", -0.1), ("2", -0.1))), "add up to a probability"),
-        (raw("0", -0.1, ("0",)), "not (token, logprob) pairs"),
+        (raw("0", -0.1, ("0",)), "not a token with its logprob"),
     ],
 )
 def test_impossible_logprobs_give_no_expected_score_but_the_reason(entry, message):

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from langchain_core.exceptions import OutputParserException
 
 from judge import SCORE_GRID, ScoreParseError, parse_score
-from judge.core.parse import MAX_ANSWER_CHARS
+from judge.core.parse import MAX_ANSWER_CHARS, check_finished
+from judge.errors import TruncatedAnswerError
 
 ACCEPTED = [
     ("0", 0.0),
@@ -165,3 +166,17 @@ def test_wrappers_nested_up_to_the_bound_parse(opening, closing):
     assert parse_score(text) == 0.5
     with pytest.raises(ScoreParseError):
         parse_score(opening * (depth + 1) + "0.5" + closing * depth)
+
+
+@pytest.mark.parametrize("reason", [None, "stop", "Stop", "eos", "end_turn", "stop_sequence", ""])
+def test_natural_ends_are_finished(reason):
+    check_finished(reason)
+
+
+@pytest.mark.parametrize(
+    ("reason", "shown"),
+    [("length", "'length'"), ("MAX_TOKENS", "'MAX_TOKENS'"), ("abort", "'abort'"), (7, "'int'")],
+)
+def test_anything_else_is_not_finished(reason, shown):
+    with pytest.raises(TruncatedAnswerError, match=f"finish_reason {shown}"):
+        check_finished(reason)

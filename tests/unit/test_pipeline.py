@@ -165,7 +165,7 @@ def test_requests_are_the_first_rounds():
 # ------------------------------------------------------------------ finish_reason
 
 
-@pytest.mark.parametrize("reason", ["length", "abort", "content_filter", "tool_calls", "LENGTH", 7])
+@pytest.mark.parametrize("reason", ["length", "abort", "content_filter", "tool_calls", "LENGTH"])
 @pytest.mark.parametrize("text", ["0", "1", "0.7", "<answer>1.0</answer>"])
 def test_an_unfinished_answer_is_a_failure_whatever_its_text(reason, text):
     pipeline = JudgmentPipeline(JudgeOptions(expected_score=True), Capabilities())
@@ -184,7 +184,7 @@ def test_an_unfinished_answer_is_a_failure_whatever_its_text(reason, text):
     raising = JudgmentPipeline(JudgeOptions(raise_on_error=True), Capabilities())
     _asked, [error] = run(raising, [ITEM], lambda r: answer)
     assert isinstance(error, TruncatedAnswerError)
-    assert error.finish_reason == (reason if isinstance(reason, str) else "int")
+    assert error.finish_reason == reason
 
 
 @pytest.mark.parametrize("reason", [None, "stop", "STOP", "eos", "end_turn", "stop_sequence"])
@@ -231,3 +231,51 @@ def test_junk_cut_off_stays_a_parse_error():
     assert isinstance(score, ThinkingScore)
     assert score.error_type == "ScoreParseError"
     assert score.metadata["finish_reason"] == "length"
+
+
+# ------------------------------------------------------------------ malformed completions
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"model": 5}, "model is a int"),
+        ({"model": {"name": "m"}}, "model is a dict"),
+        ({"prompt_tokens": "12"}, "prompt_tokens is a str"),
+        ({"completion_tokens": True}, "completion_tokens is a bool"),
+        ({"finish_reason": ["stop"]}, "finish_reason is a list"),
+        ({"latency_s": "fast"}, "latency_s is a str"),
+        ({"logprobs": 3}, "logprobs is a int"),
+        ({"attempts": "2"}, "attempts is a str"),
+        ({"text": None}, "text is a NoneType"),
+    ],
+)
+def test_a_malformed_completion_is_a_server_failure_of_its_own_judgment(fields, problem):
+    """A backend that let a host's odd field through: that item fails, the rest goes on."""
+    bad = Completion(**{"text": "0.7", **fields})
+    answers = iter([Completion("0.2", finish_reason="stop"), bad, Completion("0.4")])
+    pipeline = JudgmentPipeline(JudgeOptions(expected_score=True), Capabilities())
+    asked, scores = run(pipeline, [ITEM, ITEM, ITEM], lambda r: next(answers))
+    good, failed, other = scores
+    assert [s.score for s in (good, other) if isinstance(s, ThinkingScore)] == [0.2, 0.4]
+    assert isinstance(failed, ThinkingScore)
+    assert failed.score is None
+    assert failed.error_kind is FailureKind.SERVER
+    assert failed.error_type == "BackendResponseError"
+    assert f"malformed completion: {problem}" in (failed.error or "")
+    assert not pipeline.cacheable(asked[0][1], bad)
+
+
+def test_a_bug_while_scoring_is_that_judgments_internal_failure_not_a_crash():
+    class Broken(Capabilities):
+        def sent_sampling(self, request: JudgeRequest) -> dict[str, Any]:
+            raise KeyError("a bug")
+
+    pipeline = JudgmentPipeline(JudgeOptions(), Broken())
+    _asked, [score] = run(pipeline, [ITEM], lambda r: Completion("0.7"))
+    assert isinstance(score, ThinkingScore)
+    assert score.error_kind is FailureKind.INTERNAL
+    assert score.error_type == "KeyError"
+    raising = JudgmentPipeline(JudgeOptions(raise_on_error=True), Broken())
+    _asked, [error] = run(raising, [ITEM], lambda r: Completion("0.7"))
+    assert isinstance(error, KeyError)
