@@ -11,6 +11,7 @@ from langchain_core.runnables import Runnable
 from PIL import Image
 
 from backends import FakeBackend
+from backends.base import Completion, SyncBackend
 from backends.errors import BackendConnectionError, BackendError
 from judge import (
     InputError,
@@ -20,6 +21,7 @@ from judge import (
     render_prompt,
 )
 from judge.core.prompt import prompt_sha256
+from judge.errors import TruncatedAnswerError
 
 ITEM = {"question": "What is 2+2?", "response": "<think>2+2=4</think><answer>4</answer>"}
 
@@ -340,3 +342,45 @@ def test_default_max_tokens_fits_the_output_format(output_format, expected):
     backend = FakeBackend(["1.0"])
     ThinkingRewardJudge(backend=backend, output_format=output_format, max_tokens=5).invoke(ITEM)
     assert backend.requests[0].max_tokens == 5
+
+
+class Replies(SyncBackend):
+    """Answers the n-th request of a batch with the n-th completion given."""
+
+    name = "replies"
+    model = "m"
+
+    def __init__(self, *completions: Completion) -> None:
+        super().__init__()
+        self.completions = completions
+
+    def generate(self, requests, *, max_concurrency=None):
+        return list(self.completions[: len(requests)])
+
+
+@pytest.mark.parametrize("reason", ["length", "abort"])
+@pytest.mark.parametrize("text", ["0", "1"])
+def test_a_cut_off_answer_is_a_failure_not_its_text(reason, text):
+    result = ThinkingRewardJudge(backend=Replies(Completion(text, finish_reason=reason))).invoke(
+        ITEM
+    )
+    assert result.score is None
+    assert result.error_type == "TruncatedAnswerError"
+    assert result.raw == text
+    with pytest.raises(TruncatedAnswerError):
+        ThinkingRewardJudge(
+            backend=Replies(Completion(text, finish_reason=reason)), raise_on_error=True
+        ).invoke(ITEM)
+
+
+async def test_a_malformed_completion_fails_alone_in_a_batch():
+    backend = Replies(
+        Completion("0.1", finish_reason="stop"),
+        Completion("0.2", model=5, prompt_tokens="7"),  # type: ignore[arg-type]
+        Completion("0.3", finish_reason="stop"),
+    )
+    judge = ThinkingRewardJudge(backend=backend)
+    for results in (judge.batch([ITEM] * 3), await judge.abatch([ITEM] * 3)):
+        assert [r.score for r in results] == [0.1, None, 0.3]
+        assert results[1].error_type == "BackendResponseError"
+        assert "malformed completion: prompt_tokens is a str" in (results[1].error or "")
