@@ -18,7 +18,8 @@ is bounded).
 
 An answer is a score only when the model finished it: :func:`check_finished` refuses a
 ``finish_reason`` other than a natural end (:data:`FINISHED`) with
-:class:`~judge.errors.TruncatedAnswerError`, whatever the text says.
+:class:`~judge.errors.TruncatedAnswerError` (the pipeline asks after the text parsed:
+text that is no score stays a ScoreParseError, cut off or not).
 
 A completion whose fields have impossible types (:func:`malformed_completion`) is not
 read at all.
@@ -44,12 +45,13 @@ MAX_ANSWER_CHARS = 1_000
 """The longest answer parsed: far beyond what the model writes within its ``max_tokens``."""
 
 FINISHED: frozenset[str | None] = frozenset(
-    {None, "", "stop", "eos", "eos_token", "end_turn", "stop_sequence", "end"}
+    {None, "", "stop", "eos", "eos_token", "end_turn", "stop_sequence", "end", "complete"}
 )
 """The finish reasons of an answer the model ended itself (compared in lower case): vLLM
 and OpenAI say ``"stop"``, Anthropic ``"end_turn"`` / ``"stop_sequence"``, TGI
-``"eos_token"``; None is a backend that does not say. Anything else (``"length"``,
-``"abort"``, ``"content_filter"``, ``"tool_calls"``, an unknown word) is refused."""
+``"eos_token"``, Cohere ``"COMPLETE"``; None is a backend that does not say. Anything
+else (``"length"``, ``"abort"``, ``"content_filter"``, ``"tool_calls"``, an unknown word)
+is refused."""
 
 SCORE_GRID: tuple[str, ...] = tuple(["0", *(f"0.{d}" for d in range(1, 10)), "1.0"])
 """The answers the model was trained to give, as it writes them."""
