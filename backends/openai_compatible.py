@@ -76,10 +76,13 @@ attempts is reported in ``Completion.attempts`` and ``BackendError.attempts`` (a
 in the message when more than one).
 
 Error messages name the endpoint (without credentials or query) and the host's own
-message, cut to about 300 characters, scrubbed of the API key, of base64 data URLs
-and long base64 runs, and cut where the host starts echoing the request (an
-``"input":`` / ``"messages":`` / ``"content":`` key, or the start of one of the
-request's texts). They never contain the request body.
+message, cut to about 300 characters, scrubbed of the API key, of every ``headers``
+value and base-URL query value, and of any echo of their first or last characters
+or of a masked form (``sk-ab...wxyz``), of base64 data URLs and long base64 runs, and
+cut where the host starts echoing the request (an ``"input":`` / ``"messages":`` /
+``"content":`` key, or the start of one of the request's texts). They never contain
+the request body. Whatever a 200 holds, its request gets a well-typed completion or a
+``BackendResponseError`` (see :func:`~backends.openai_wire.parse_completion`).
 """
 
 from __future__ import annotations

@@ -191,14 +191,19 @@ def test_the_chat_model_reply_reader_never_raises(metadata):
 
 
 class ScriptedHost(ThreadedHost):
-    """Answers every chat completion with a 200 and the body the test sets."""
+    """Answers every chat completion with a 200 and the body the test sets.
+
+    ``cases`` maps a marker to a body: a request whose text holds the marker gets it.
+    """
 
     body = b""
+    cases: dict[str, bytes] = {}  # noqa: RUF012
 
     def app(self) -> web.Application:
         async def chat(request: web.Request) -> web.Response:
-            await request.read()
-            return web.Response(body=self.body, content_type="application/json")
+            sent = await request.text()
+            body = next((b for marker, b in self.cases.items() if marker in sent), self.body)
+            return web.Response(body=body, content_type="application/json")
 
         app = web.Application()
         app.router.add_post("/v1/chat/completions", chat)
@@ -263,3 +268,59 @@ def test_scrub_never_shows_a_secret_or_its_echo(secret, before, after, form):
     assert secret[:8] not in text
     if form == "masked":
         assert f"{secret[:4]}...{secret[-4:]}" not in text
+
+
+def reply(**changes: Any) -> bytes:
+    """VALID with top-level or choice fields replaced (``choice_`` prefix for the latter)."""
+    data: Any = copy.deepcopy(VALID)
+    for key, value in changes.items():
+        if key.startswith("choice_"):
+            data["choices"][0][key.removeprefix("choice_")] = value
+        else:
+            data[key] = value
+    return encode(data)
+
+
+ODD = {
+    "usage-string": reply(usage={"prompt_tokens": "11", "completion_tokens": 1.5}),
+    "usage-negative": reply(usage={"prompt_tokens": -3, "completion_tokens": True}),
+    "model-number": reply(model=7),
+    "model-object": reply(model={"id": "x"}),
+    "token-number": reply(choice_logprobs={"content": [{"token": 0, "logprob": -0.1}]}),
+    "logprob-string": reply(choice_logprobs={"content": [{"token": "0", "logprob": "x"}]}),
+    "error-and-choices": reply(error={"message": "overloaded"}),
+    "choices-object": reply(choices={"0": {}}),
+    "content-number": encode({"choices": [{"message": {"content": 0.5}}]}),
+    "top-level-list": b"[1, 2]",
+}
+
+
+def test_the_judge_goes_on_past_every_odd_reply(scripted):
+    from judge import ThinkingRewardJudge, ThinkingScore
+
+    scripted.cases = ODD
+    backend = OpenAICompatibleBackend(scripted.url, "configured", api_key="EMPTY", max_retries=0)
+    try:
+        judge = ThinkingRewardJudge(backend=backend)
+        inputs = [{"question": "q", "response": f"answer {m}"} for m in [*ODD, "good"]]
+        scripted.body = reply()
+        scores = judge.batch(inputs)
+    finally:
+        scripted.cases = {}
+        backend.close()
+    assert len(scores) == len(ODD) + 1
+    assert all(isinstance(score, ThinkingScore) for score in scores)
+    by_case = dict(zip([*ODD, "good"], scores, strict=True))
+    assert by_case["good"].score == 0.5
+    for case in ("usage-string", "usage-negative", "model-number", "model-object"):
+        assert by_case[case].score == 0.5, case  # what describes the reply is dropped
+    for case in (
+        "token-number",
+        "logprob-string",
+        "error-and-choices",
+        "choices-object",
+        "content-number",
+        "top-level-list",
+    ):
+        assert by_case[case].score is None, case
+        assert by_case[case].error, case
