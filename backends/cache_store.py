@@ -41,11 +41,7 @@ _ORPHANS: list[Any] = []  # connections inherited through fork: never closed in 
 
 
 class CacheWarning(RuntimeWarning):
-    """A cache read or write failed and was bypassed (the request went on without it).
-
-    Given once per store and kind of failure (the file locked by another process, or
-    another error), not once per record.
-    """
+    """A cache read or write failed and was bypassed (once per store and kind of failure)."""
 
 
 def is_locked(exc: BaseException) -> bool:
@@ -158,17 +154,15 @@ class JudgmentCache:
     Args:
         path: The SQLite file; created (with its folder) when missing.
         timeout: Seconds a read or write waits for another process's lock before it
-            goes on without the cache. While the file stays locked, later operations
-            wait only briefly (a locked file never stalls a run record by record).
+            goes on without the cache (then only briefly while the file stays locked).
         namespace: Mixed into every key: separates models served under one name.
         strict: Raise :class:`CacheError` when a read or write fails, instead of
             warning and going on without the cache.
 
     Raises:
         CacheError: The file cannot be created or opened, is not a SQLite database, or
-            is not a judgment cache of this schema. A file locked by another process is
-            none of these: it is bypassed with a :class:`CacheWarning` until it is free
-            (``strict=True``: CacheError).
+            is not a judgment cache of this schema (a locked file is none of these: it
+            is bypassed with a :class:`CacheWarning` until it is free).
 
     Example:
         .. code-block:: python

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import importlib
 import math
 import sqlite3
 import threading
@@ -362,3 +364,33 @@ def test_is_locked_tells_a_lock_from_a_damaged_file(tmp_path):
     with pytest.raises(sqlite3.DatabaseError) as raised:
         sqlite3.connect(junk).execute("SELECT name FROM sqlite_master")
     assert not is_locked(raised.value)
+
+
+def test_a_batch_on_a_cache_locked_before_the_run_judges_every_record(
+    tmp_path, monkeypatch, capsys
+):
+    """The user's view: exit 0, every record scored, one warning, no advice to delete."""
+    cli_common = importlib.import_module("judge.cli.common")
+    monkeypatch.setattr(cli_common, "make_backend", lambda args, **kwargs: FakeBackend(["0.3"]))
+    monkeypatch.setattr(cli_common, "JudgmentCache", functools.partial(JudgmentCache, timeout=0.1))
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(f'{{"question": "q{i}", "response": "r{i}"}}\n' for i in range(8)))
+    cache = tmp_path / "judgments.sqlite"
+    JudgmentCache(cache).close()
+    holder = hold(cache, readers_too=True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            argv = ["batch", str(source), "--cache", str(cache), "--progress", "off", "-o"]
+            status = importlib.import_module("judge.cli.main").main(
+                [*argv, str(tmp_path / "out.jsonl")]
+            )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert status == 0
+    assert "8 scored" in capsys.readouterr().err
+    messages = [str(w.message) for w in caught if issubclass(w.category, CacheWarning)]
+    assert len(messages) == 1
+    assert "locked by another process" in messages[0]
+    assert "delete" not in messages[0]
