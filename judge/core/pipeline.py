@@ -309,6 +309,8 @@ class JudgmentPipeline:
         assert judgment.trace is not None
         record: dict[str, Any] = {"after": judgment.trace.prefix + after}
         what = f"continuation after {record['after']!r}"
+        if isinstance(result, Completion) and (problem := malformed_completion(result)):
+            result = BackendResponseError(f"a malformed completion: {problem}")
         if isinstance(result, Completion):
             record.update(text=result.text, prompt_tokens=result.prompt_tokens)
             missing = "the continuation came back without logprobs"

@@ -279,3 +279,17 @@ def test_a_bug_while_scoring_is_that_judgments_internal_failure_not_a_crash():
     raising = JudgmentPipeline(JudgeOptions(raise_on_error=True), Broken())
     _asked, [error] = run(raising, [ITEM], lambda r: Completion("0.7"))
     assert isinstance(error, KeyError)
+
+
+@pytest.mark.parametrize("fields", [{"logprobs": 3}, {"text": None}, {"model": 1}])
+def test_a_malformed_continuation_gives_no_expected_score_and_no_crash(fields):
+    first = tok("1", {"1": 0.6, "0": 0.4})
+    answer = Completion("1.0", logprobs=(first, tok(".", {".": 1.0}), tok("0", {"0": 1.0})))
+    rest = Completion(**{"text": ".5", "logprobs": (tok(".", {".": 1.0}),), **fields})
+    pipeline = JudgmentPipeline(JudgeOptions(expected_score=True), Capabilities())
+    _asked, [score] = run(pipeline, [ITEM], lambda r: rest if r.continue_final_message else answer)
+    assert isinstance(score, ThinkingScore)
+    assert score.score == 1.0
+    assert score.expected_score is None
+    reason = score.metadata["expected_score"]["reason"]
+    assert reason.startswith("the continuation request failed: a malformed completion")
