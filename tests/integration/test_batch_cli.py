@@ -18,7 +18,7 @@ import pytest
 from judge import SCORE_GRID
 
 N_LINES = 200
-BAD_JSON = (13, 150)  # lines that are not JSON: their id is their line number
+BAD_JSON = (13, 150)  # lines that are not JSON: their id is "line:N" (1-based)
 NO_RESPONSE, BAD_ID, MISSING_IMAGE = 77, 99, 120
 TEXT_ONLY_WITH_DEFAULT_ID = (3, 30, 199)
 
@@ -52,7 +52,7 @@ def input_rows(folder: Path, make_png: Callable[..., bytes]) -> tuple[list[str],
         outcome = "score"
         if i in BAD_JSON:
             lines.append('{"id": "broken", "question": ')
-            expected[i] = "InputError"
+            expected[f"line:{i + 1}"] = "InputError"
             continue
         if i in TEXT_ONLY_WITH_DEFAULT_ID:
             del row["id"]
@@ -72,7 +72,8 @@ def input_rows(folder: Path, make_png: Callable[..., bytes]) -> tuple[list[str],
             row["image"] = "img/no-such.png"
             outcome = "ImageError"
         lines.append(json.dumps(row))
-        expected[i if i == BAD_ID else row.get("id", i)] = outcome
+        default = f"line:{i + 1}"
+        expected[default if i == BAD_ID else row.get("id", default)] = outcome
     return lines, expected
 
 
@@ -113,9 +114,9 @@ def test_batch_killed_at_random_points_then_finished_has_one_result_per_id(
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert finished.returncode == 1, finished.stderr[-3000:]  # the bad lines failed
     summary = finished.stderr.strip().splitlines()[-1]
-    assert summary.startswith("thinking-judge batch: ")
+    assert summary.startswith(f"thinking-judge batch: {N_LINES} records read: ")
     assert "skipped as done" in summary
-    assert not summary.startswith("thinking-judge batch: 0 scored")  # the kills left work
+    assert f"{N_LINES} records read: 0 scored" not in summary  # the kills left work
 
     results = [json.loads(line) for line in output.read_text().splitlines()]
     by_id = {json.dumps(r["id"]): r for r in results}
