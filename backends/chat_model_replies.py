@@ -102,6 +102,18 @@ def reply_result(
         return BackendResponseError(
             f"{chat_model} returned a {type(output).__name__}, not a message", backend=backend
         )
+    try:
+        return _message_result(output, chat_model, backend, model, latency)
+    except Exception as exc:  # a message no check foresaw: its request fails alone
+        return BackendResponseError(
+            f"{chat_model} returned a message that cannot be read ({type(exc).__name__})",
+            backend=backend,
+        )
+
+
+def _message_result(
+    output: BaseMessage, chat_model: str, backend: str, model: str, latency: float
+) -> Result:
     metadata = output.response_metadata
     metadata = metadata if isinstance(metadata, Mapping) else {}
     value = metadata.get("logprobs")

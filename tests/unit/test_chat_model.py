@@ -457,6 +457,23 @@ async def test_errors_are_per_request_and_scrubbed(llm):
     assert all(r.backend == "chat-model" for r in results[1:4])
 
 
+def test_a_message_no_check_foresaw_fails_alone(llm, monkeypatch):
+    import backends.chat_model_replies as replies
+
+    read = replies.content_text
+
+    def fragile(content: Any) -> str:
+        if content == "odd":
+            raise RuntimeError("unreadable")
+        return read(content)
+
+    monkeypatch.setattr(replies, "content_text", fragile)
+    odd, fine = ChatModelBackend(llm).generate([req("odd"), req("0.5")])
+    assert isinstance(odd, BackendResponseError)
+    assert "cannot be read (RuntimeError)" in str(odd)
+    assert isinstance(fine, Completion)
+
+
 def test_a_non_message_reply_is_a_response_error(llm, monkeypatch):
     monkeypatch.setattr(RecordingChatModel, "batch", lambda self, inputs, config, **kw: ["text"])
     (result,) = ChatModelBackend(llm).generate([req()])
