@@ -124,7 +124,10 @@ def input_format_of(path: str | os.PathLike[str]) -> InputFormat:
 
 
 def read_records(
-    path: str | os.PathLike[str], input_format: InputFormat | None = None
+    path: str | os.PathLike[str],
+    input_format: InputFormat | None = None,
+    *,
+    image_root: str | os.PathLike[str] | None = None,
 ) -> Iterator[InputRecord]:
     """Read an input file as a stream of checked records.
 
@@ -134,6 +137,8 @@ def read_records(
     Args:
         path: The input file.
         input_format: ``"jsonl"``, ``"csv"`` or ``"parquet"``; None: from the extension.
+        image_root: The folder relative image paths in the data are read from; None:
+            the input file's folder.
 
     Returns:
         An iterator of records, in file order.
@@ -150,7 +155,8 @@ def read_records(
         _parquet_file(path)  # pyarrow is there and the file is Parquet
     else:
         _open(path, "rb").close()
-    return _records(path, fmt)
+    base = Path(image_root) if image_root is not None else path.parent
+    return _records(path, fmt, base)
 
 
 def count_records(path: str | os.PathLike[str], input_format: InputFormat | None = None) -> int:
@@ -172,9 +178,8 @@ def count_records(path: str | os.PathLike[str], input_format: InputFormat | None
     return max(0, lines - 1) if fmt == "csv" else lines
 
 
-def _records(path: Path, fmt: InputFormat) -> Iterator[InputRecord]:
+def _records(path: Path, fmt: InputFormat, base: Path) -> Iterator[InputRecord]:
     rows = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}[fmt](path)
-    base = path.parent
     unit = "row" if fmt == "parquet" else "line"
     for line, row in rows:
         yield _record(line, unit, row, base)

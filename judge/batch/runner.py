@@ -307,6 +307,9 @@ async def ajudge_records(
         chunk_size: Inputs per judge call. Default: 1 for an HTTP backend
             (:class:`~backends.base.AsyncBackend`), ``max_concurrency`` otherwise.
         retry_failed: Judge again the ids whose existing result is a failure.
+        image_root: The folder relative image paths in the data are read from (the
+            judge's own ``image_root`` decides which files may be read); None: the input
+            file's folder.
         progress: Where to show progress (see :func:`~judge.batch.progress.make_progress`);
             none by default.
         total: How many records ``records`` holds, if known (for the progress ETA).
@@ -384,6 +387,7 @@ async def arun_batch(
     chunk_size: int | None = None,
     retry_failed: bool = False,
     progress: ProgressMode | Progress = "off",
+    image_root: str | os.PathLike[str] | None = None,
 ) -> BatchSummary:
     """Judge every record of an input file into a JSON Lines result file (async).
 
@@ -411,7 +415,7 @@ async def arun_batch(
     input_path, output_path = Path(input_path), Path(output_path)
     if output_path.exists() and input_path.exists() and output_path.samefile(input_path):
         raise BatchError(f"the output {os.fspath(output_path)!r} is the input file")
-    records = read_records(input_path, input_format)
+    records = read_records(input_path, input_format, image_root=image_root)
     display = progress if isinstance(progress, Progress) else make_progress(progress)
     total = None
     if display.shows and stat.S_ISREG(input_path.stat().st_mode):

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
                     max_concurrency=args.max_concurrency,
                     retry_failed=args.retry_failed,
                     progress=args.progress,
+                    image_root=root,
                 )
             )
         except KeyboardInterrupt:

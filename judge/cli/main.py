@@ -118,9 +118,9 @@ def _add_batch(commands: Any) -> None:
     batch.add_argument(
         "--image-root",
         type=Path,
-        help="image files must lie inside this folder, symlinks resolved, or their record "
-        "fails (default: the input file's folder; relative image paths are read from "
-        "the input file's folder either way)",
+        help="relative image paths in the data are read from this folder, and every image "
+        "file must lie inside it, symlinks resolved, or its record fails (default: the "
+        "input file's folder)",
     )
     batch.add_argument(
         "--image-urls",

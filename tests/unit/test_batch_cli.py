@@ -141,3 +141,40 @@ def test_cli_base_urls_come_from_the_environment_comma_separated(monkeypatch):
         "http://127.0.0.1:1/v1",
         "http://127.0.0.1:2/v1",
     ]
+
+
+def test_cli_image_root_is_where_relative_paths_are_read_and_what_they_may_not_leave(
+    tmp_path, fake_cli_backend, capsys
+):
+    import io
+    import json
+
+    from PIL import Image
+
+    data, pictures = tmp_path / "data", tmp_path / "pictures"
+    data.mkdir()
+    pictures.mkdir()
+    png = io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(png, format="PNG")
+    (pictures / "chart.png").write_bytes(png.getvalue())
+    (tmp_path / "secret.png").write_bytes(png.getvalue())
+    rows = [
+        {"id": "inside", "question": "q", "response": "r", "image": "chart.png"},
+        {"id": "escapes", "question": "q", "response": "r", "image": "../secret.png"},
+        {"id": "absolute", "question": "q", "response": "r", "image": str(tmp_path / "secret.png")},
+    ]
+    source = data / "in.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out.jsonl"
+    command = ["batch", str(source), "-o", str(out), "--progress", "off"]
+    assert cli.main([*command, "--image-root", str(pictures)]) == 1
+    by_id = {line["id"]: line for line in results(out)}
+    assert by_id["inside"]["error"] is None  # read from the image root, not the data folder
+    for rid in ("escapes", "absolute"):
+        assert by_id[rid]["error_kind"] == "input"
+        assert by_id[rid]["error_type"] == "ImageError", by_id[rid]
+    sent = [
+        part for request in fake_cli_backend[0].requests for part in request.messages[1]["content"]
+    ]
+    assert sum(part["type"] == "image_url" for part in sent) == 1  # only the one inside
+    capsys.readouterr()
