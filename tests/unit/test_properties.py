@@ -17,8 +17,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from model_card import card_prompt  # the verbatim copy of the card's f-string
 
-from judge import SCORE_GRID, ScoreParseError, ThinkingRewardJudge, parse_score
+from backends.base import Completion, JudgeRequest, TokenLogprob
+from judge import SCORE_GRID, ScoreParseError, ThinkingRewardJudge, ThinkingScore, parse_score
 from judge.core.parse import MAX_ANSWER_CHARS
+from judge.core.pipeline import JudgeOptions, JudgmentPipeline, advance
 from judge.core.prompt import prompt_sha256, render_messages, render_prompt
 from judge.core.sanitize import neutralize_special_tokens
 from judge.testing.fake import FakeBackend
@@ -249,3 +251,76 @@ def test_the_parse_is_bounded_a_score_parses_up_to_the_bound_and_never_beyond(
 _ORACLE_TEXT = re.compile(
     r"\s*(?:(?:<answer>|\\boxed\{|\$|\*\*)\s*)*[0-9]+(?:\.[0-9]+)?\s*(?:(?:</answer>|\}|\$|\*\*)\s*)*"
 )
+
+
+# --------------------------------------------------------- whatever a backend returns
+
+_ODD = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-3, max_value=3)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(["0", "1", "0.7", "<answer>1.0</answer>", "stop", "length", ".", ""])
+    | st.lists(st.integers(0, 2), max_size=2)
+)
+_TOKEN = st.sampled_from(["0", "1", ".", "7", "<|im_end|>", "x"]) | _ODD
+_LOGPROBS = (
+    st.none()
+    | _ODD
+    | st.lists(
+        st.builds(
+            TokenLogprob,
+            _TOKEN,
+            _ODD,
+            st.lists(st.tuples(_TOKEN, _ODD), max_size=3).map(tuple) | _ODD,
+        ),
+        max_size=4,
+    ).map(tuple)
+)
+
+
+@st.composite
+def _completions(draw: st.DrawFn) -> Completion:
+    fields = {"text": st.sampled_from(["0", "1.0", "0.7", "x"]) | _ODD, "logprobs": _LOGPROBS}
+    for name in ("finish_reason", "prompt_tokens", "completion_tokens", "model", "latency_s"):
+        fields[name] = st.just(None) | _ODD
+    return Completion(**{name: draw(strategy) for name, strategy in fields.items()})
+
+
+@settings(max_examples=150, deadline=None)
+@given(answers=st.lists(_completions(), min_size=1, max_size=3), rest=_completions())
+def test_whatever_a_backend_returns_each_judgment_is_a_score_or_a_typed_failure(
+    answers: list[Completion], rest: Completion
+) -> None:
+    replies = iter(answers)
+
+    def reply(request: JudgeRequest) -> Completion:
+        return rest if request.continue_final_message else next(replies)
+
+    pipeline = JudgmentPipeline(JudgeOptions(expected_score=True), _Capabilities())
+    item = {"question": "q", "response": "r"}
+    steps = pipeline.run([item] * len(answers))
+    done, value = advance(steps, None)
+    while not done:
+        done, value = advance(steps, [reply(request) for request in value])
+    assert len(value) == len(answers)
+    for score in value:
+        assert isinstance(score, ThinkingScore)
+        if score.score is None:
+            assert score.error_kind is not None
+            assert score.error_kind != "internal", score.error
+        else:
+            assert 0.0 <= score.score <= 1.0
+            assert score.expected_score is None or 0.0 <= score.expected_score <= 1.0
+
+
+class _Capabilities:
+    name = "stub"
+    supports_repetition_penalty = True
+    supports_continuation = True
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": "m"}
+
+    def sent_sampling(self, request: JudgeRequest) -> dict[str, Any]:
+        return request.sampling()
