@@ -307,9 +307,6 @@ async def ajudge_records(
         chunk_size: Inputs per judge call. Default: 1 for an HTTP backend
             (:class:`~backends.base.AsyncBackend`), ``max_concurrency`` otherwise.
         retry_failed: Judge again the ids whose existing result is a failure.
-        image_root: The folder relative image paths in the data are read from (the
-            judge's own ``image_root`` decides which files may be read); None: the input
-            file's folder.
         progress: Where to show progress (see :func:`~judge.batch.progress.make_progress`);
             none by default.
         total: How many records ``records`` holds, if known (for the progress ETA).
@@ -403,6 +400,9 @@ async def arun_batch(
         retry_failed: Judge again the ids whose existing result is a failure.
         progress: A display mode for :func:`~judge.batch.progress.make_progress` (on
             standard error), or a :class:`~judge.batch.progress.Progress`.
+        image_root: The folder relative image paths in the data are read from (the
+            judge's own ``image_root`` decides which files may be read); None: the input
+            file's folder.
 
     Returns:
         What the run did.
