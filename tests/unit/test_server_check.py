@@ -329,21 +329,23 @@ sys.exit(serve.serve("m"))
 """
 
 
-def _ignore_stop_signals() -> None:  # in the child, before exec: as a shell's `serve &`
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+# As a shell's `serve &` does: the signals ignored, then exec (which keeps them ignored).
+IGNORING_STOP_SIGNALS = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "os.execv(sys.executable, [sys.executable, '-c', sys.argv[1]])"
+)
 
 
 @pytest.mark.parametrize("sent", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_serve_stops_its_server_on_a_signal_even_when_started_with_it_ignored(tmp_path, sent):
     """A background job inherits SIGINT ignored: serve still stops, and its server too."""
     process = subprocess.Popen(
-        [sys.executable, "-c", SERVE_WITH_A_FAKE_SERVER],
+        [sys.executable, "-c", IGNORING_STOP_SIGNALS, SERVE_WITH_A_FAKE_SERVER],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         cwd=tmp_path,
-        preexec_fn=_ignore_stop_signals,
     )
     try:
         assert process.stdout is not None
