@@ -377,9 +377,13 @@ def test_batch_keeps_image_paths_inside_the_input_folder_by_default(
     for line in found[1:4] + found[5:]:
         assert "leaves the image root" in str(line["error"])
     assert "link-local" in str(found[4]["error"])
+    # --image-root: relative paths are read from the root (so "a.png" is not found and
+    # "../secret.png" leaves it), an absolute path inside it is read.
     widened = _batch(Path(), rows, "--image-root", str(tmp_path), "--image-urls", "pass")
-    assert [line.get("score") for line in widened] == [0.5, 0.5, 0.5, None, 0.5, 0.5]
+    assert [line.get("score") for line in widened] == [None, None, 0.5, None, 0.5, None]
+    assert "leaves the image root" in str(widened[1]["error"])
     assert "leaves the image root" in str(widened[3]["error"])
+    assert "leaves the image root" in str(widened[5]["error"])
 
 
 @pytest.mark.parametrize(
