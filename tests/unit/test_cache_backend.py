@@ -394,3 +394,27 @@ def test_a_batch_on_a_cache_locked_before_the_run_judges_every_record(
     assert len(messages) == 1
     assert "locked by another process" in messages[0]
     assert "delete" not in messages[0]
+
+
+def test_each_kind_of_failure_warns_once_per_store(tmp_path):
+    path = tmp_path / "c.sqlite"
+    store = JudgmentCache(path, timeout=0.1)
+    damage = sqlite3.connect(path)
+    damage.execute("DROP TABLE completions")  # damaged meanwhile: not a lock
+    damage.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = judge_one_at_a_time(store, 4)
+        store.close()  # reopened below, while another process holds the file
+        holder = hold(path, readers_too=True)
+        try:
+            results += judge_one_at_a_time(store, 4)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    assert all(isinstance(r, Completion) for r in results)
+    assert store.stats.errors == 16  # a lookup and a store per record, each bypassed
+    messages = [str(w.message) for w in caught if issubclass(w.category, CacheWarning)]
+    assert len(messages) == 2
+    assert "no such table" in messages[0]
+    assert "locked by another process" in messages[1]
