@@ -55,6 +55,7 @@ MAX_ERROR_BODY_BYTES = 65536
 
 _MAX_REASON_CHARS = 64
 _MAX_MODEL_CHARS = 256
+_KNOWN_REASONS = frozenset({"stop", "length", "abort", "tool_calls", "content_filter", "eos"})
 
 
 class NotACompletion(ValueError):
@@ -134,15 +135,16 @@ def parse_completion(
     - the text (``choices[0].message.content``) must be a string or ``null`` (``""``,
       e.g. all of it went to a reasoning parser); anything else refuses the reply;
     - a body carrying an ``error`` is refused, even beside ``choices``;
-    - ``finish_reason`` must be a string or ``null`` (passed through, cut to 64
-      characters), else the reply is refused: a caller must be able to tell a
-      truncated answer;
+    - ``finish_reason`` must be a string or ``null`` (passed through; one other than
+      OpenAI's and vLLM's own is cut to 64 characters and made safe), else the reply
+      is refused: a caller must be able to tell a truncated answer;
     - logprobs must be OpenAI's shape with string tokens and numeric logprobs (non-finite
       and positive values are passed through as floats, for the caller to judge), else
       the reply is refused;
     - a usage count that is not a non-negative integer below 2**53 and a model name that
       is not a non-empty string are dropped (None; the configured model), with a DEBUG
-      log: they describe the reply, they are not the answer.
+      log: they describe the reply, they are not the answer. Another model name than
+      the configured one is cut to 256 characters and made safe.
 
     Args:
         body: The reply body.
@@ -196,13 +198,18 @@ def parse_completion(
     if named is not None and not (isinstance(named, str) and named):
         logger.debug("ignored the reply's model name: a JSON %s", _kind(named))
         named = None
+    safe = safe or scrub
+    if finish_reason is not None and finish_reason not in _KNOWN_REASONS:
+        finish_reason = safe(finish_reason[:_MAX_REASON_CHARS])  # host text: no echoes
+    if named is not None and named != model:
+        named = safe(named[:_MAX_MODEL_CHARS]) or None
     return Completion(
         text=text,
-        finish_reason=None if finish_reason is None else finish_reason[:_MAX_REASON_CHARS],
+        finish_reason=finish_reason,
         prompt_tokens=_count(usage, "prompt_tokens"),
         completion_tokens=_count(usage, "completion_tokens"),
         logprobs=logprobs,
-        model=named[:_MAX_MODEL_CHARS] if named else model,
+        model=named or model,
         latency_s=latency,
         attempts=attempts,
     )

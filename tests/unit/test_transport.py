@@ -39,6 +39,7 @@ from backends.openai_wire import (
     error_message,
     is_context_length,
     parse_completion,
+    scrub,
 )
 from backends.retries import RetryPolicy, Tries, with_retries
 from backends.transport import Transport, bearer, credentials
@@ -501,7 +502,10 @@ def test_a_wrong_usage_is_dropped_not_trusted(changes, caplog):
 def test_a_wrong_model_name_gives_the_configured_one(name):
     completion = parse_completion(reply(model=name), model="configured")
     assert completion.model == "configured"
-    assert parse_completion(reply(model="x" * 1000), model="m").model == "x" * 256
+    long = parse_completion(reply(model="x " * 1000), model="m").model
+    assert long is not None
+    assert long.startswith("x x")
+    assert len(long) <= 256
 
 
 def test_odd_but_numeric_logprobs_and_reasons_are_passed_through():
@@ -515,10 +519,20 @@ def test_odd_but_numeric_logprobs_and_reasons_are_passed_through():
     for reason in ("length", "abort", None):
         completion = parse_completion(reply(choices__0__finish_reason=reason), model="m")
         assert completion.finish_reason == reason
-    long = parse_completion(reply(choices__0__finish_reason="l" * 999), model="m")
-    assert long.finish_reason == "l" * 64
+    long = parse_completion(reply(choices__0__finish_reason="l " * 999), model="m").finish_reason
+    assert long is not None
+    assert long.startswith("l l")
+    assert len(long) <= 64
     for empty in (None, {}, []):
         assert parse_completion(reply(choices__0__logprobs=empty), model="m").logprobs is None
+
+
+def test_host_text_beside_the_answer_is_made_safe():
+    body = reply(model=f"served {KEY[:10]}", choices__0__finish_reason=f"odd {KEY}")
+    completion = parse_completion(body, model="m", safe=lambda text: scrub(text, [KEY]))
+    assert completion.model == "served ***"
+    assert completion.finish_reason == "odd ***"
+    assert parse_completion(reply(model="m"), model="m").model == "m"
 
 
 def test_error_messages():
