@@ -17,12 +17,15 @@ from judge.core.prompt import TEMPLATE_VERSION, render_messages, render_prompt
 from judge.errors import (
     BackendError,
     CacheError,
+    ConstraintError,
     ImageError,
     InputError,
     JudgmentError,
     ScoreParseError,
     ThinkingJudgeError,
+    TruncatedAnswerError,
 )
+from judge.failures import FailureKind
 from judge.lazy import lazy_attributes
 from judge.runnable import ThinkingRewardJudge
 from judge.types import JudgeInput, ThinkingScore
@@ -92,7 +95,9 @@ __all__ = [
     "BackendError",
     "BestOfN",
     "CacheError",
+    "ConstraintError",
     "EasyR1Reward",
+    "FailureKind",
     "GRPOReward",
     "GroupReward",
     "ImageError",
@@ -109,6 +114,7 @@ __all__ = [
     "ThinkingRewardJudge",
     "ThinkingRunEvaluator",
     "ThinkingScore",
+    "TruncatedAnswerError",
     "TrustGRPO",
     "VerlReward",
     "__version__",

@@ -10,7 +10,8 @@ an exit status and to the advice a command prints.
 kind                      raised as                                            ends a run
 ========================  ===================================================  =========
 ``input``                 :class:`~judge.errors.InputError` (and ImageError)   no
-``parse``                 :class:`~judge.errors.ScoreParseError`               no
+``parse``                 :class:`~judge.errors.ScoreParseError`,              no
+                          :class:`~judge.errors.TruncatedAnswerError`
 ``constraint``            :class:`~judge.errors.ConstraintError`               no
 ``context_length``        :class:`~backends.errors.BackendContextLengthError`  no
 ``connection``            :class:`~backends.errors.BackendConnectionError`     yes
