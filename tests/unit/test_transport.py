@@ -182,6 +182,12 @@ def test_credentials_from_the_url_or_the_key():
     assert auth.get_secret_value() == f"Bearer {KEY}"
     assert [s.get_secret_value() for s in secrets] == [KEY]
     assert credentials([URL("http://h/v1")], None)[1:] == (None, ())
+    _, _, secrets = credentials([URL("http://h/v1?api-key=q-secret-1&v=1&sig=a%2Fb%3D")], KEY)
+    shown = [s.get_secret_value() for s in secrets]
+    assert {KEY, "q-secret-1", "a/b=", "a%2Fb%3D"} <= set(shown)
+    assert "1" not in shown  # too short to be a secret
+    transport = Transport(name="t", timeout=1.0, headers={"api-key": "h-secret-1", "X": "ab"})
+    assert transport.safe("got h-secret-1 and ab") == "got *** and ab"
     with pytest.raises(ValueError, match="credentials in base_url"):
         credentials([URL("http://a:b@h/v1")], KEY)
 
