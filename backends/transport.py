@@ -301,6 +301,9 @@ class Transport:
     ) -> Reply | BackendError:
         """One POST of a JSON ``payload``: the reply, whatever its status, or the error.
 
+        A redirect is not followed (it would take the user's headers, which may hold
+        keys, to wherever the host points): it is a reply like any other status.
+
         Args:
             url: Where to (may hold credentials in its query).
             payload: The encoded JSON body.
@@ -313,9 +316,9 @@ class Transport:
         try:
             if timeout is not None and timeout < self.timeout:  # what is left of a deadline
                 cut = aiohttp.ClientTimeout(total=max(timeout, 0.001))
-                request = session.post(url, data=payload, timeout=cut)
+                request = session.post(url, data=payload, timeout=cut, allow_redirects=False)
             else:
-                request = session.post(url, data=payload)
+                request = session.post(url, data=payload, allow_redirects=False)
             async with request as response:
                 status = response.status
                 if status >= 300:  # its message is all that is read of it
@@ -375,6 +378,8 @@ class Transport:
     ) -> BackendHTTPError:
         """The typed error for an HTTP error status, with the host's message made safe."""
         message = self.host_message(body, cut_at)
+        if 300 <= status < 400:
+            message = f"{message}; redirects are not followed: point base_url where it redirects"
         cls = BackendContextLengthError if is_context_length(status, message, body) else None
         return (cls or BackendHTTPError)(
             f"HTTP {status} from {shown}: {message}",

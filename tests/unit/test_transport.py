@@ -63,7 +63,11 @@ class EchoHost(ThreadedHost):
         app.router.add_get("/slow", self.slow)
         app.router.add_get("/leak", self.leak)
         app.router.add_route("*", "/big/{size}", self.big)
+        app.router.add_post("/moved", self.moved)
         return app
+
+    async def moved(self, request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(f"{self.root}/echo")
 
     async def big(self, request: web.Request) -> web.StreamResponse:
         size = int(request.match_info["size"])
@@ -162,6 +166,16 @@ async def test_a_reply_past_the_limit_fails_unread(host, declared):
         assert status == 200
     with pytest.raises(ValueError, match="max_reply_bytes"):
         Transport(name="t", timeout=1.0, max_reply_bytes=0)
+
+
+async def test_a_post_is_never_redirected(host):
+    async with Transport(name="t", timeout=5.0, headers={"api-key": KEY}) as transport:
+        reply = await transport.post(URL(f"{host.root}/moved"), b"{}", shown="u")
+    assert isinstance(reply, tuple)
+    assert reply.status == 307  # not followed: the api-key header went nowhere else
+    error = transport.http_error(reply.status, reply.body, "u")
+    assert not error.retryable
+    assert "redirects are not followed" in str(error)
 
 
 def test_transport_cannot_be_pickled_and_hides_its_key():
