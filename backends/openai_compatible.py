@@ -48,12 +48,13 @@ HTTP 5xx                                    ``BackendHTTPError``           yes  
 HTTP 429 (backpressure)                     ``BackendHTTPError``           yes [1]_  no
 200, but truncated, not JSON or not a       ``BackendResponseError``       yes       no
 chat completion (no choices, an error)
-a 2xx reply longer than ``max_reply_bytes``  ``BackendResponseError``       no        no
-(unread past it)
+a reply longer than ``max_reply_bytes``     ``BackendResponseError``       no        no
+(a 2xx; unread past it)
 HTTP 4xx saying the prompt exceeds the      ``BackendContextLengthError``  no        no
 model's context (vLLM's "maximum context
 length" / "maximum model length")
-any other HTTP status (400, 401, 404, 422)  ``BackendHTTPError``           no        no
+any other HTTP status (3xx: not followed,   ``BackendHTTPError``           no        no
+400, 401, 404, 422)
 a request that cannot be encoded as JSON    ``BackendError``, attempts=0   never sent
 ==========================================  =============================  ========  ======
 
