@@ -185,6 +185,14 @@ def _add_serve(commands: Any) -> None:
         "--startup-timeout", type=float, default=1800.0, help="seconds to wait for it (1800)"
     )
     serve.add_argument("--log-file", type=Path, help="the server's log (a temporary file)")
+    serve.add_argument(
+        "--allowed-media-domains",
+        nargs="+",
+        default=[],
+        metavar="HOST",
+        help="the only hosts the server fetches image URLs from (vLLM's flag of that name; "
+        "default: every host, loopback and private ones included)",
+    )
     serve.add_argument("vllm_args", nargs="*", metavar="VLLM_ARG", help="after '--': for vLLM")
 
 
@@ -227,6 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_num_seqs=args.max_num_seqs,
         tensor_parallel_size=args.tensor_parallel_size,
         vllm_args=args.vllm_args,
+        allowed_media_domains=args.allowed_media_domains,
         startup_timeout=args.startup_timeout,
         log_file=args.log_file,
     )

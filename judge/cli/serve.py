@@ -63,6 +63,11 @@ def stop_signals() -> Iterator[None]:
             signal.signal(number, handler)
 
 
+def media_domain_flags(domains: Sequence[str]) -> list[str]:
+    """The flags that limit the hosts a vLLM server fetches image URLs from (none: no flag)."""
+    return ["--allowed-media-domains", *domains] if domains else []
+
+
 def serve(
     model: str,
     *,
@@ -73,6 +78,7 @@ def serve(
     max_num_seqs: int = MODEL_CARD_SETTINGS["max_num_seqs"],
     tensor_parallel_size: int = 1,
     vllm_args: Sequence[str] = (),
+    allowed_media_domains: Sequence[str] = (),
     startup_timeout: float = 1800.0,
     log_file: str | os.PathLike[str] | None = None,
     out: TextIO | None = None,
@@ -95,6 +101,9 @@ def serve(
         max_num_seqs: Sequences scheduled at once (``--max-num-seqs``).
         tensor_parallel_size: GPUs to shard the model over (the card uses 2).
         vllm_args: Further ``vllm serve`` arguments, passed as given.
+        allowed_media_domains: The only hosts the server fetches image URLs from
+            (vLLM's ``--allowed-media-domains``, exact host names); empty: vLLM's default,
+            every host, loopback and private addresses included.
         startup_timeout: Seconds to wait for the server to become healthy.
         log_file: The server's log; a temporary file when None.
         out: Where the URL goes (stdout when None).
@@ -134,7 +143,7 @@ def serve(
                 host=host,
                 port=port or None,
                 served_model_name=served_model_name,
-                server_args=list(vllm_args),
+                server_args=media_domain_flags(allowed_media_domains) + list(vllm_args),
                 startup_timeout=startup_timeout,
                 log_file=log_file,
                 **options,
@@ -181,4 +190,4 @@ def _run(backend: VLLMServerBackend, out: TextIO, err: TextIO) -> int:
     return process.wait()
 
 
-__all__ = ["serve", "stop_signals", "vllm_installed"]
+__all__ = ["media_domain_flags", "serve", "stop_signals", "vllm_installed"]

@@ -102,3 +102,18 @@ def test_a_dead_replica_does_not_stop_the_batch(make_backend, vllm_server):
     for score in scores:
         assert score.usage is not None, score.error  # the model answered every one
         assert score.error_type in (None, "ScoreParseError")
+
+
+def test_an_answer_cut_off_by_max_tokens_is_a_failure_never_a_score(make_backend):
+    """The real server stops the answer at one token ("length"): never scored, even "1"."""
+    backend = make_backend()
+    item = {"question": "What is 2+2?", "response": "<think>2+2=4</think><answer>4</answer>"}
+    cut = ThinkingRewardJudge(backend=backend, constrained=True, max_tokens=1).invoke(item)
+    assert cut.score is None
+    assert cut.error_type == "TruncatedAnswerError", cut.error
+    assert cut.error_kind == "parse"
+    assert cut.metadata["finish_reason"] == "length"
+    assert cut.raw in ("0", "1")  # a digit that would have parsed as a score
+    whole = ThinkingRewardJudge(backend=backend, constrained=True).invoke(item)
+    assert whole.ok, whole.error  # the same request with room for the answer is scored
+    assert whole.metadata["finish_reason"] == "stop"

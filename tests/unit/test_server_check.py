@@ -297,6 +297,14 @@ def test_serve_passes_the_model_card_settings(monkeypatch, capsys):
     main(["serve", "--tensor-parallel-size", "2"])
     assert seen["tensor_parallel_size"] == 2
 
+    seen.clear()
+    main(["serve", "--allowed-media-domains", "images.example.com", "cdn.example.org"])
+    assert seen["server_args"] == [
+        "--allowed-media-domains",
+        "images.example.com",
+        "cdn.example.org",
+    ]
+
 
 SERVE_WITH_A_FAKE_SERVER = """
 import subprocess, sys
