@@ -7,11 +7,13 @@ import inspect
 import math
 
 import pytest
-from rl_calls import CountingFake, by_response, png
+from easyr1_convention import AutoRewardManager, dataset_example
+from rl_calls import CountingFake, by_response, png, question_of
 
 from backends import FakeBackend
 from backends.errors import BackendError
 from judge import EasyR1Reward, InputError, JudgmentError, ThinkingRewardJudge, VerlReward
+from judge.rl.easyr1 import ENVELOPE_KEY, easyr1_row, pack_ground_truth, unpack_ground_truth
 
 # -- verl ---------------------------------------------------------------------------------------
 
@@ -141,3 +143,62 @@ def test_easyr1_step_from_inputs_or_call_count():
     assert second[0]["overall"] == pytest.approx(1.0 + 0.3 * math.exp(-1) * 0.5)
     third = reward([{**item, "global_step": 0}, item])
     assert third[0]["overall"] == pytest.approx(1.15)
+
+
+# -- EasyR1 as it is: the question and images packed into the answer column ---------------------
+
+
+def test_easyr1_through_its_reward_manager_with_packed_answers(tmp_path):
+    (tmp_path / "geo.png").write_bytes(png())
+    seen = []
+
+    def accuracy(reward_inputs, bonus=0.0):
+        seen.extend(item["ground_truth"] for item in reward_inputs)
+        return [
+            {"overall": float(i["ground_truth"] in i["response"]) + bonus} for i in reward_inputs
+        ]
+
+    backend = CountingFake(scores=[0.5, 0.9])
+    judge = ThinkingRewardJudge(backend=backend, image_root=tmp_path)
+    reward = EasyR1Reward(
+        judge, outcome_reward=accuracy, trust=False, skip_saturated=False, skip_below=None
+    )
+    row = {"problem": "What is the angle?", "answer": "30", "images": ["geo.png"]}
+    prepared = easyr1_row(row, prompt_key="problem", image_dir=str(tmp_path))
+    assert prepared["problem"] == row["problem"]
+    assert prepared["images"] == ["geo.png"]
+    examples = [dataset_example(prepared)] * 2
+    manager = AutoRewardManager(reward)
+    tensor, metrics = manager.compute_reward(["30 degrees", "45"], [3, 2], examples)
+    assert seen == ["30", "30"]  # the outcome reward gets the original answer
+    assert backend.batches == [2]
+    assert all(question_of(r).endswith("What is the angle?") for r in backend.requests)
+    assert [p["type"] for p in backend.requests[0].messages[1]["content"]] == ["text", "image_url"]
+    assert tensor[0][2] == pytest.approx(1.0 + 0.3 * 0.5)
+    assert tensor[1][1] == pytest.approx(0.0 + 0.3 * 0.9)
+    assert metrics["thinking"] == pytest.approx([0.5, 0.9])
+    kwargs_manager = AutoRewardManager(reward, reward_function_kwargs={"bonus": 1.0})
+    tensor, _ = kwargs_manager.compute_reward(["45"], [2], examples[:1])
+    assert tensor[0][1] == pytest.approx(1.0 + 0.3 * 0.5)
+
+
+def test_easyr1_plain_answers_fail_with_the_way_out():
+    reward = EasyR1Reward(ThinkingRewardJudge(backend=FakeBackend(scores=[0.5])))
+    example = dataset_example({"prompt": "3+4?", "answer": "7", "images": ["a.png"]})
+    with pytest.raises(InputError, match="easyr1_row"):
+        AutoRewardManager(reward).compute_reward(["7"], [1], [example])
+
+
+def test_pack_and_unpack_ground_truth():
+    packed = pack_ground_truth({"value": 7}, "3+4?", ["a.png", {"path": "b.png"}], image_dir="/d")
+    answer, fields = unpack_ground_truth(packed)
+    assert answer == {"value": 7}
+    assert fields == {"question": "3+4?", "images": ["/d/a.png", "/d/b.png"]}
+    url = pack_ground_truth("7", "q", ["https://x.org/a.png"], image_dir="/d")
+    assert unpack_ground_truth(url)[1]["images"] == ["https://x.org/a.png"]
+    for plain in ("7", '{"answer": 7}', "not json " + ENVELOPE_KEY, 7, None):
+        assert unpack_ground_truth(plain) == (plain, None)
+    with pytest.raises(ValueError, match="path or a URL"):
+        pack_ground_truth("7", "q", [png()])
+    with pytest.raises(ValueError, match="question"):
+        easyr1_row({"answer": "7"})
