@@ -42,6 +42,7 @@ from judge import DEFAULT_MODEL, __version__
 from judge.batch import EXTENSIONS, BatchError
 from judge.cli import batch as batch_command
 from judge.cli import demo as demo_command
+from judge.cli import reward_server as reward_server_command
 from judge.cli import score as score_command
 from judge.cli.common import (
     API_KEY_ENV,
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_serve(commands)
     _add_check(commands)
+    reward_server_command.add_parser(commands)
     return parser
 
 
@@ -263,6 +265,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": demo_command.run,
     "serve": _serve,  # serve and check import their modules (and aiohttp) when run
     "check": _check,
+    "reward-server": reward_server_command.run,
 }
 
 

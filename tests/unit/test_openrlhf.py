@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Sequence
+from typing import Any
 
+import httpx
 import pytest
+from fastapi.testclient import TestClient
+from recipe_files import load_recipe
 
 from backends import FakeBackend
 from backends.errors import BackendError
 from judge import ThinkingRewardJudge
+from judge.cli.main import build_parser
+from judge.cli.reward_server import create_app
 from judge.errors import InputError
 from judge.failures import FailureKind
 from judge.rl.openrlhf import (
@@ -127,3 +135,123 @@ def test_judging_split_queries_end_to_end_with_the_fake_backend():
     assert "What is 2+3?" in str(sent)
     assert "2 plus 3 is 5." in str(sent)
     assert "<|im_end|>" not in str(sent)
+
+
+# -- the reward server ------------------------------------------------------------------
+
+
+class CountingBackend(FakeBackend):
+    """A fake that records the size of each batch it is sent."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[int] = []
+
+    def generate(self, requests: Sequence[Any], *, max_concurrency: int | None = None) -> Any:
+        self.batches.append(len(requests))
+        return super().generate(requests, max_concurrency=max_concurrency)
+
+
+def _app(backend: FakeBackend, **options: Any) -> Any:
+    return create_app(ThinkingRewardJudge(backend=backend), **options)
+
+
+def _openrlhf_body(count: int = 1) -> dict[str, list[str]]:
+    # Exactly what OpenRLHF's rollout posts: three parallel lists.
+    return {"query": [QUERY] * count, "prompts": [PROMPT] * count, "labels": ["5"] * count}
+
+
+def test_server_answers_openrlhfs_request():
+    with TestClient(_app(FakeBackend(scores=[0.6]))) as client:
+        answer = client.post("/get_reward", json=_openrlhf_body(2))
+        assert answer.status_code == 200
+        assert answer.json() == {
+            "rewards": [0.6, 0.6],
+            "scores": [0.6, 0.6],
+            "extra_logs": {"judge_failed": [0.0, 0.0]},
+        }
+        assert client.get("/health").json() == {"status": "ok"}
+
+
+def test_server_answers_503_on_a_failure_so_openrlhf_retries():
+    backend = FakeBackend([BackendError("down")])
+    with TestClient(_app(backend)) as client:
+        answer = client.post("/get_reward", json=_openrlhf_body())
+    assert answer.status_code == 503
+    assert answer.json()["failures"][0]["index"] == 0
+    assert answer.json()["failures"][0]["error"] == "down"
+
+
+def test_server_rewards_a_failure_only_as_told():
+    with TestClient(_app(FakeBackend([BackendError("down")]), failure_reward=-0.5)) as client:
+        answer = client.post("/get_reward", json=_openrlhf_body())
+    assert answer.status_code == 200
+    assert answer.json()["rewards"] == [-0.5]
+    assert answer.json()["extra_logs"] == {"judge_failed": [1.0]}
+    with pytest.raises(ValueError, match="finite"):
+        _app(FakeBackend(scores=[0.5]), failure_reward=math.inf)
+
+
+def test_server_judges_an_unsplittable_query_as_a_failed_input():
+    with TestClient(_app(FakeBackend(scores=[0.5]))) as client:
+        answer = client.post("/get_reward", json={"query": [QUERY, "junk"], "prompts": None})
+    assert answer.status_code == 503
+    assert answer.json()["failures"][0]["index"] == 1
+    assert answer.json()["failures"][0]["error_kind"] == FailureKind.INPUT.value
+
+
+@pytest.mark.parametrize(
+    "body",
+    [[1, 2], {"prompts": [PROMPT]}, {"query": "one string"}, {"query": [QUERY], "prompts": [1]}],
+)
+def test_server_refuses_what_is_not_openrlhfs_shape(body: Any):
+    with TestClient(_app(FakeBackend(scores=[0.5]))) as client:
+        assert client.post("/get_reward", json=body).status_code == 400
+
+
+def test_concurrent_requests_are_judged_in_one_batch_and_counted():
+    backend = CountingBackend(scores=[0.4])
+    app = _app(backend, batch_wait_s=0.05)
+
+    async def post_many() -> list[Any]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await asyncio.gather(
+                *(client.post("/get_reward", json=_openrlhf_body()) for _ in range(6))
+            )
+
+    answers = asyncio.run(post_many())
+    assert [answer.json()["rewards"] for answer in answers] == [[0.4]] * 6
+    assert backend.batches == [6]
+    with TestClient(app) as client:
+        client.post("/get_reward", json={"query": ["junk"]})
+        metrics = client.get("/metrics").text
+    assert "thinking_judge_judgments_total 7.0" in metrics
+    assert 'thinking_judge_failures_total{kind="input"} 1.0' in metrics
+    assert "thinking_judge_request_seconds_count 7.0" in metrics
+
+
+def test_reward_server_command_parses_with_the_judge_options():
+    args = build_parser().parse_args(
+        ["reward-server", "--base-url", "http://127.0.0.1:8000/v1", "--failure-reward", "-1"]
+    )
+    assert (args.host, args.port, args.failure_reward) == ("127.0.0.1", 5000, -1.0)
+
+
+# -- the local-mode recipe --------------------------------------------------------------
+
+
+def test_recipe_reward_func_answers_in_openrlhfs_shape(monkeypatch: pytest.MonkeyPatch):
+    recipe = load_recipe("openrlhf_reward_func")
+    monkeypatch.setattr(recipe, "JUDGE", ThinkingRewardJudge(backend=FakeBackend(scores=[0.9])))
+    result = recipe.reward_func([recipe.EXAMPLE_QUERY], [recipe.EXAMPLE_PROMPT], ["48"])
+    assert result["rewards"].tolist() == pytest.approx([0.9])
+    assert result["extra_logs"]["judge_failed"].tolist() == [0.0]
+    monkeypatch.setattr(
+        recipe, "JUDGE", ThinkingRewardJudge(backend=FakeBackend([BackendError("x")]))
+    )
+    with pytest.raises(JudgmentsFailed):
+        recipe.reward_func([recipe.EXAMPLE_QUERY], [recipe.EXAMPLE_PROMPT], ["48"])
+    monkeypatch.setenv("THINKING_JUDGE_FAILURE_REWARD", "-1")
+    result = recipe.reward_func([recipe.EXAMPLE_QUERY], [recipe.EXAMPLE_PROMPT], ["48"])
+    assert result["rewards"].tolist() == [-1.0]
