@@ -128,7 +128,8 @@ def train(
     """Train the tiny policy for ``steps`` GRPO steps on the CPU.
 
     Args:
-        judge: The thinking judge (its backend stays open; the caller closes it).
+        judge: The thinking judge. Its HTTP sessions on TRL's reward loop are closed
+            when training ends; the backend stays usable (the caller closes it).
         tokenizer_dir: A model folder whose tokenizer the policy uses.
         output_dir: TRL's output folder (nothing is saved there but logs).
         steps: Optimizer steps.
@@ -178,6 +179,9 @@ def train(
         reward_funcs=[accuracy, thinking],
         args=args,
         train_dataset=letter_dataset(),
+        # TRL awaits the reward on a loop of its own that it never closes: close the
+        # judge's HTTP sessions there when training ends (no "Unclosed connector" at exit)
+        callbacks=[thinking.callback()],
     )
     start = time.perf_counter()
     trainer.train()

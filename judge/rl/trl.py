@@ -7,6 +7,7 @@ judgment's reward is None (TRL turns it into NaN and leaves it out), never 0.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -23,7 +24,7 @@ from judge.rl.planner import Plan, RewardStep, Sample, outcome_value
 from judge.rl.trust import trust_settings
 from judge.types import JudgeRunnable
 
-__all__ = ["GRPOReward", "SyncGRPOReward", "TRLReward"]
+__all__ = ["GRPOReward", "SyncGRPOReward", "TRLReward", "aclose_sessions"]
 
 
 class TRLReward(RewardAdapter):
@@ -125,8 +126,9 @@ class TRLReward(RewardAdapter):
         log_extra: Callable[[str, list[Any]], Any] | None,
     ) -> list[float | None]:
         self._report(step, log_metric)
-        if log_extra is not None:
-            log_extra(self.__name__, list(step.thinking))
+        if log_extra is not None:  # never the bare name: that is the reward's own column
+            log_extra(f"{self.__name__}/thinking", list(step.thinking))
+            log_extra(f"{self.__name__}/gamma", list(step.gamma))
         return list(step.rewards)
 
 
@@ -188,6 +190,8 @@ class GRPOReward(TRLReward):
     """
 
     _asynchronous = True
+    _loop: asyncio.AbstractEventLoop | None = None
+    _closing: asyncio.Task[None] | None = None
 
     async def __call__(
         self,
@@ -200,11 +204,86 @@ class GRPOReward(TRLReward):
         **kwargs: Any,
     ) -> list[float | None]:
         """Reward each completion; see the class doc."""
+        self._loop = (
+            asyncio.get_running_loop()
+        )  # TRL's reward loop: the judge's sessions live there
         outcome = self._outcome(prompts, completions, completion_ids, trainer_state, kwargs)
         if inspect.isawaitable(outcome):
             outcome = await outcome
         plan = self._plan(prompts, completions, outcome, trainer_state, kwargs)
         return self._done(await self._arun(plan), log_metric, log_extra)
+
+    async def aclose(self) -> None:
+        """Close the judge's HTTP sessions opened on the running event loop.
+
+        The backend itself stays usable (it opens new sessions when called again) and a
+        server it launched keeps running: close the backend for that.
+        """
+        await aclose_sessions(self.judge)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Close the judge's HTTP sessions on the loop the reward was awaited on.
+
+        TRL awaits async rewards on an event loop of its own, in a background thread,
+        which it stops at exit without closing what was opened there: call this at the
+        end of training (:meth:`callback` does), from any other thread.
+
+        Args:
+            timeout: Seconds to wait for the closing.
+        """
+        loop, self._loop = self._loop, None
+        if loop is None or loop.is_closed():
+            return
+        if loop.is_running():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:  # cannot wait on our own loop: schedule it
+                self._closing = loop.create_task(self.aclose())
+                return
+            asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(timeout)
+        else:
+            loop.run_until_complete(self.aclose())
+
+    def callback(self) -> Any:
+        """A ``transformers.TrainerCallback`` that calls :meth:`close` when training ends.
+
+        Example:
+            .. code-block:: python
+
+                trainer = GRPOTrainer(..., reward_funcs=[accuracy, reward],
+                                      callbacks=[reward.callback()])
+        """
+        from transformers import TrainerCallback
+
+        reward = self
+
+        class CloseJudgeSessions(TrainerCallback):
+            """Closes the thinking reward's judge sessions at the end of training."""
+
+            def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                reward.close()
+
+        return CloseJudgeSessions()
+
+
+async def aclose_sessions(judge: Any) -> None:
+    """Close the HTTP sessions a judge's backend opened on the running event loop.
+
+    Follows ``judge.backend`` and caching wrappers (``inner``) to the backend, and closes
+    what it binds to this loop (its transport's and replicas' sessions), leaving the
+    backend and any server it launched usable. Judges without such a backend: nothing.
+    """
+    backend: Any = getattr(judge, "backend", None)
+    while getattr(backend, "inner", None) is not None:
+        backend = backend.inner
+    for part in (backend, getattr(backend, "replicas", None), getattr(backend, "transport", None)):
+        close = getattr(part, "aclose_on_current_loop", None)
+        if close is not None:
+            await close()
+            if part is backend:
+                return
 
 
 class SyncGRPOReward(TRLReward):

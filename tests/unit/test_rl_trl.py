@@ -6,8 +6,10 @@ import asyncio
 import inspect
 import logging
 import math
+import threading
 
 import pytest
+from aiohttp import web
 from rl_calls import (
     CountingFake,
     Metrics,
@@ -17,8 +19,9 @@ from rl_calls import (
     question_of,
     response_of,
 )
+from threaded_host import ThreadedHost
 
-from backends import FakeBackend
+from backends import FakeBackend, OpenAICompatibleBackend
 from backends.errors import BackendError
 from judge import GRPOReward, SyncGRPOReward, ThinkingRewardJudge
 
@@ -103,7 +106,7 @@ def test_failures_are_none_never_zero_and_logged(caplog):
         rewards = call_as_trl(reward, ["q"] * 4, ["a", "b", "c", "d"], metrics=metrics)
     assert rewards == [pytest.approx(0.3), None, None, pytest.approx(1.0)]
     assert metrics.logged["tr/failures"] == [2.0]
-    assert metrics.extra["tr"] == [pytest.approx(0.3), None, None, pytest.approx(1.0)]
+    assert metrics.extra["tr/thinking"] == [pytest.approx(0.3), None, None, pytest.approx(1.0)]
     assert "2 of 4 judgments failed" in caplog.text
     assert "server down" in caplog.text
 
@@ -258,3 +261,96 @@ def test_num_generations_must_divide_the_batch():
     )
     with pytest.raises(ValueError, match="num_generations=4"):
         call_as_trl(reward, ["q"] * 6, ["a"] * 6)
+
+
+# -- what TRL logs, and closing on TRL's reward loop ------------------------------------------
+
+TRL_COLUMNS = {"step", "prompt", "completion", "advantage", "image"}
+"""GRPOTrainer's own columns of the completions table (TRL 1.16, ``log``)."""
+
+
+def test_logged_extras_never_take_a_reward_or_trl_column():
+    reward = ThinkingRewardJudge(backend=FakeBackend(scores=[0.4])).as_reward_func(name="thinking")
+    metrics = Metrics()
+    call_as_trl(reward, ["q", "q"], ["a", "b"], metrics=metrics)
+    # TRL's table is {..., **rewards, **extra, ...}: an extra named like a reward replaces it
+    assert set(metrics.extra) == {"thinking/thinking", "thinking/gamma"}
+    assert not set(metrics.extra) & (TRL_COLUMNS | {reward.__name__, "accuracy"})
+    assert metrics.extra["thinking/thinking"] == [pytest.approx(0.4)] * 2
+
+
+class ScoreHost(ThreadedHost):
+    """An OpenAI-compatible chat endpoint that always answers the score 0.7."""
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.complete)
+        return app
+
+    async def complete(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "0.7"},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+        )
+
+
+@pytest.fixture
+def score_host():
+    host = ScoreHost()
+    host.start()
+    yield host
+    host.stop()
+
+
+def trl_reward_loop():
+    """An event loop run forever in a daemon thread, as TRL 1.16 awaits async rewards
+    (``trl.trainer.utils.start_event_loop_in_daemon``; stopped at exit, never closed)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    return loop, thread
+
+
+def test_close_releases_the_sessions_opened_on_trls_loop(score_host):
+    backend = OpenAICompatibleBackend(score_host.url, "m", max_retries=0)
+    reward = ThinkingRewardJudge(backend=backend).as_reward_func(name="thinking")
+    loop, thread = trl_reward_loop()
+    try:
+        call = reward(prompts=["q", "q"], completions=["a", "b"])
+        rewards = asyncio.run_coroutine_threadsafe(call, loop).result(30)
+        assert rewards == [pytest.approx(0.7)] * 2
+        session = backend.transport.sessions[loop].session
+        assert not session.closed
+        reward.close()  # from the main thread, as on_train_end runs
+        assert session.closed
+        assert loop not in backend.transport.sessions
+        reward.close()  # twice is harmless
+        # the backend stays usable: a later call opens a new session
+        again = asyncio.run_coroutine_threadsafe(reward(prompts=["q"], completions=["a"]), loop)
+        assert again.result(30) == [pytest.approx(0.7)]
+        pytest.importorskip("transformers")
+        reward.callback().on_train_end(None, None, None)
+        assert loop not in backend.transport.sessions
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+        backend.close()
+
+
+def test_close_without_a_call_or_a_backend_does_nothing():
+    reward = ThinkingRewardJudge(backend=FakeBackend(scores=[0.5])).as_reward_func()
+    reward.close()
+    call_as_trl(reward, ["q"], ["a"])  # asyncio.run: that loop is closed by now
+    reward.close()
