@@ -176,7 +176,13 @@ class GRPOReward(TRLReward):
             this size. None finds groups as runs of equal prompts (and images).
         max_concurrency: Judge requests in flight; None leaves it to the backend.
         name: The reward's name in TRL's logs and metrics (``name/gamma``,
-            ``name/thinking_mean``, ``name/calls_saved``, ``name/failures``...).
+            ``name/thinking_mean``, ``name/calls_saved``, ``name/failures``...) and
+            in the completions table's columns ``name/thinking`` and ``name/gamma``
+            (never ``name`` itself: that is the reward's own column).
+
+    TRL awaits it on an event loop of its own that it never closes: pass
+    :meth:`callback` to the trainer (or call :meth:`close` after training) to close the
+    judge's HTTP sessions there.
 
     Raises:
         ValueError: Settings that do not fit together.
