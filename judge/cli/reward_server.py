@@ -51,9 +51,10 @@ DEFAULT_REWARD_PORT = 5000
 class _Batcher:
     """Judges the inputs of concurrent requests in one ``abatch`` call.
 
-    The first request to arrive while no batch is open waits ``wait_s``, takes every
-    request that arrived meanwhile and judges them together; requests arriving while that
-    batch is judged open the next one.
+    The first request to arrive while no batch is open starts a task that waits
+    ``wait_s``, takes every request that arrived meanwhile and judges them together;
+    requests arriving while that batch is judged open the next one. The task is not the
+    request's, so a client that goes away does not leave the others of its batch waiting.
     """
 
     def __init__(self, judge: JudgeRunnable, wait_s: float, observe_batch: Any) -> None:
@@ -61,15 +62,21 @@ class _Batcher:
         self.wait_s = wait_s
         self.observe_batch = observe_batch
         self.pending: list[tuple[list[JudgeInput], asyncio.Future[list[Any]]]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, inputs: list[JudgeInput]) -> list[ThinkingScore | BaseException]:
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self.pending.append((inputs, future))
         if len(self.pending) == 1:
-            await asyncio.sleep(self.wait_s)
-            batch, self.pending = self.pending, []
-            await self._judge(batch)
+            task = asyncio.create_task(self._flush())
+            self.tasks.add(task)  # a reference, so the task is not collected while it runs
+            task.add_done_callback(self.tasks.discard)
         return await future
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(self.wait_s)
+        batch, self.pending = self.pending, []
+        await self._judge(batch)
 
     async def _judge(self, batch: list[tuple[list[JudgeInput], asyncio.Future[list[Any]]]]) -> None:
         flat = [item for inputs, _ in batch for item in inputs]

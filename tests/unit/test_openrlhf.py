@@ -231,6 +231,22 @@ def test_concurrent_requests_are_judged_in_one_batch_and_counted():
     assert "thinking_judge_request_seconds_count 7.0" in metrics
 
 
+def test_a_client_going_away_does_not_strand_the_rest_of_its_batch():
+    app = _app(FakeBackend(scores=[0.4]), batch_wait_s=0.05)
+
+    async def first_leaves() -> Any:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            first = asyncio.create_task(client.post("/get_reward", json=_openrlhf_body()))
+            await asyncio.sleep(0.01)  # the first request opened the batch
+            second = asyncio.create_task(client.post("/get_reward", json=_openrlhf_body()))
+            await asyncio.sleep(0.01)
+            first.cancel()
+            return await asyncio.wait_for(second, timeout=5)
+
+    assert asyncio.run(first_leaves()).json()["rewards"] == [0.4]
+
+
 def test_reward_server_command_parses_with_the_judge_options():
     args = build_parser().parse_args(
         ["reward-server", "--base-url", "http://127.0.0.1:8000/v1", "--failure-reward", "-1"]
