@@ -15,12 +15,17 @@ commit 9b8641c181296428ec764a8626ddccd750a780b0, and its single-turn rollout exe
 (``SingleTurnRolloutExecutor``), which builds ``query`` as
 ``hf_tokenizer.decode(prompt_ids + response_ids, skip_special_tokens=False)``: the prompt,
 already in the policy's chat template, followed by the response WITH its special tokens
-(``<|im_end|>`` and, when padded, ``<|endoftext|>`` for Qwen).
+(``<|im_end|>`` and, when padded, ``<|endoftext|>`` for Qwen). The earlier
+``openrlhf/utils/rollout.py`` (``RolloutAndRewardWorker``, commit
+61760f9c41c826e4490db69654ac738f2e63b6be) sends ``prompt + action_text`` instead (vLLM's
+text, usually without special tokens); :func:`split_query` reads both.
 
 Failed judgments. OpenRLHF turns ``rewards`` into ``torch.tensor`` and has no notion of a
 missing reward: ``None`` breaks the tensor, NaN poisons the advantages, and this project
 never reports a failure as 0.0. Its HTTP client retries any HTTP error (``raise_for_status``)
-five times, one second apart, then raises and stops the step. So the convention is:
+five times, one second apart, then raises: the single-turn executor stops the step;
+``RolloutAndRewardWorker`` (rollout.py above) logs the error and leaves that sample's
+reward None. So the convention is:
 
 * by default a request with a failed judgment is answered ``503`` with the failures in
   the body (:class:`JudgmentsFailed`): OpenRLHF retries it, which often succeeds for
