@@ -13,6 +13,8 @@
     thinking-judge serve [--model M] [--host H] [--port P] [--max-model-len N]
                          [--max-num-seqs N] [--tensor-parallel-size N] [-- VLLM ARGS ...]
     thinking-judge check [--base-url URL] [--model NAME] [--constrained]
+    thinking-judge reward-server [--host H] [--port P] [--failure-reward R]
+                         [backend and judge options as for score]
 
 One module per command: :mod:`judge.cli.score`, :mod:`judge.cli.batch`,
 :mod:`judge.cli.demo`, :mod:`judge.cli.serve` and :mod:`judge.cli.check`; what they share
