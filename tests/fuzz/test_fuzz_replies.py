@@ -12,10 +12,9 @@ import math
 from typing import Any
 
 import pytest
-from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
-from threaded_host import ThreadedHost
+from threaded_host import ScriptedHost
 
 from backends.base import Completion
 from backends.openai_compatible import OpenAICompatibleBackend
@@ -143,26 +142,9 @@ def test_the_reply_reader_returns_a_completion_or_says_why_not(body: bytes):
     assert usage is None or all(isinstance(v, int) and v >= 0 for v in usage.values())
 
 
-class FuzzHost(ThreadedHost):
-    """Answers every chat completion with the status, headers and body set by the test."""
-
-    status = 200
-    headers: dict[str, str] = {}  # noqa: RUF012
-    body = b""
-
-    def app(self) -> web.Application:
-        async def chat(request: web.Request) -> web.Response:
-            await request.read()
-            return web.Response(status=self.status, headers=self.headers, body=self.body)
-
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", chat)
-        return app
-
-
 @pytest.fixture(scope="module")
 def host():
-    server = FuzzHost()
+    server = ScriptedHost()
     server.start()
     yield server
     server.stop()

@@ -54,3 +54,32 @@ class ThreadedHost:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
         self.loop.close()
+
+
+class ScriptedHost(ThreadedHost):
+    """Answers every chat completion with the status, headers and body the test sets.
+
+    ``cases`` maps a marker to a body: a request whose text holds the marker gets that
+    body instead of ``body``. The content type is JSON unless ``headers`` name one.
+    """
+
+    status = 200
+    headers: dict[str, str] = {}  # noqa: RUF012
+    body = b""
+    cases: dict[str, bytes] = {}  # noqa: RUF012
+
+    def app(self) -> web.Application:
+        async def chat(request: web.Request) -> web.Response:
+            sent = await request.text()
+            body = next((b for marker, b in self.cases.items() if marker in sent), self.body)
+            typed = any(name.lower() == "content-type" for name in self.headers)
+            return web.Response(
+                status=self.status,
+                headers=self.headers,
+                body=body,
+                content_type=None if typed else "application/json",
+            )
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        return app

@@ -14,11 +14,10 @@ import json
 from typing import Any
 
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage
-from threaded_host import ThreadedHost
+from threaded_host import ScriptedHost
 
 from backends.base import Completion, JudgeRequest
 from backends.chat_model_replies import reply_result
@@ -188,26 +187,6 @@ def test_the_chat_model_reply_reader_never_raises(metadata):
         well_typed(result)
     else:
         assert isinstance(result, BackendResponseError)
-
-
-class ScriptedHost(ThreadedHost):
-    """Answers every chat completion with a 200 and the body the test sets.
-
-    ``cases`` maps a marker to a body: a request whose text holds the marker gets it.
-    """
-
-    body = b""
-    cases: dict[str, bytes] = {}  # noqa: RUF012
-
-    def app(self) -> web.Application:
-        async def chat(request: web.Request) -> web.Response:
-            sent = await request.text()
-            body = next((b for marker, b in self.cases.items() if marker in sent), self.body)
-            return web.Response(body=body, content_type="application/json")
-
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", chat)
-        return app
 
 
 @pytest.fixture(scope="module")
