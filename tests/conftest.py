@@ -12,6 +12,9 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
+from suite_order import stage
+
 from backends._torch_compat import install_on_import
 
 _CACHE = Path(tempfile.mkdtemp(prefix="thinking-judge-tests-"))
@@ -40,3 +43,18 @@ TEST_ENV = {
 }
 os.environ.update(TEST_ENV)
 install_on_import()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Unit tests run before the fuzz stage, and both before the integration tests.
+
+    pytest collects folders in name order (fuzz, integration, unit); a stable sort keeps
+    each module's tests together and in their own order, so module fixtures are shared.
+    """
+    items.sort(key=lambda item: stage(item.nodeid))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """List the 15 slowest tests at the end of every run (``--durations`` overrides)."""
+    if config.option.durations is None:
+        config.option.durations = 15
