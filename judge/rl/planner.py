@@ -37,7 +37,7 @@ from judge.failures import failure_kind
 from judge.rl.trust import TrustGRPO
 from judge.types import JudgeInput, ThinkingScore
 
-__all__ = ["Plan", "Planner", "RewardStep", "Sample", "describe", "outcome_value"]
+__all__ = ["Plan", "Planner", "RewardStep", "Sample", "describe", "outcome_value", "same_key"]
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ class Planner:
         groups: list[range] = []
         start = 0
         for i in range(1, n + 1):
-            if i == n or not _same(keys[i], keys[start]):
+            if i == n or not same_key(keys[i], keys[start]):
                 groups.append(range(start, i))
                 start = i
         return groups
@@ -174,21 +174,47 @@ class Planner:
             raise ValueError(
                 f"the outcome reward returned {len(outcome)} values for {len(samples)} completions"
             )
+        return Plan(samples, groups, outcome, step, self.order(groups, outcome, step))
+
+    def order(
+        self, groups: Sequence[range], outcome: Sequence[float | None] | None, step: int | None
+    ) -> list[int]:
+        """The indices to judge, group by group (a group's completions adjacent).
+
+        What :meth:`plan` chooses, from the groups and outcomes alone: several processes
+        each holding part of a batch choose on the whole batch's groups with it.
+
+        Raises:
+            ValueError: Annealing is on and the step is missing.
+        """
         if self.trust is not None and outcome is not None:
             self.trust.scale(step)  # fail before any request when the step is missing
-        order: list[int] = []  # group by group: a group's completions are adjacent
+        order: list[int] = []
         for group in groups:
             if self.trust is None or outcome is None:
                 order.extend(group)
             else:
                 wanted = self.trust.to_judge([outcome[i] for i in group])
                 order.extend(i for i, ask in zip(group, wanted, strict=True) if ask)
-        return Plan(samples, groups, outcome, step, order)
+        return order
 
     def finish(self, plan: Plan, results: Sequence[ThinkingScore | BaseException]) -> RewardStep:
         """Turn the judge's results (one per ``plan.order`` entry) into rewards and metrics."""
-        n = len(plan.samples)
-        scores = dict(zip(plan.order, results, strict=True))
+        judged, scores, errors = self.values(len(plan.samples), plan.order, results)
+        step = self.weigh(plan.groups, plan.outcome, plan.step, plan.order, judged, errors)
+        step.scores = scores
+        return step
+
+    def values(
+        self, n: int, order: Sequence[int], results: Sequence[ThinkingScore | BaseException]
+    ) -> tuple[list[float | None], dict[int, ThinkingScore | BaseException], list[str]]:
+        """``R_t`` per sample from the judge's results (one per ``order`` entry).
+
+        Returns:
+            ``R_t`` of each of the ``n`` samples (None where not judged or failed), the
+            results by sample index, and why each failed judgment failed.
+        """
+        scores = dict(zip(order, results, strict=True))
         judged: list[float | None] = [None] * n
         errors: list[str] = []
         for index, result in scores.items():
@@ -196,33 +222,49 @@ class Planner:
             if value is None:
                 errors.append(describe(result))
             judged[index] = value
-        step = RewardStep(
+        return judged, scores, errors
+
+    def weigh(
+        self,
+        groups: Sequence[range],
+        outcome: list[float | None] | None,
+        step: int | None,
+        order: Sequence[int],
+        judged: Sequence[float | None],
+        errors: Sequence[str],
+    ) -> RewardStep:
+        """The rewards and metrics of a step from ``R_t`` per sample (see :meth:`values`).
+
+        Trust-GRPO is applied to each group whole: with several processes, these are
+        the whole batch's groups, values and outcomes.
+        """
+        n = len(judged)
+        result = RewardStep(
             rewards=list(judged),  # without an outcome reward: the thinking score alone
             thinking=list(judged),
             bonus=list(judged),
             gamma=[1.0] * n,
-            outcome=plan.outcome,
+            outcome=outcome,
         )
         saved, gammas = 0, []
-        if self.trust is not None and plan.outcome is not None:
-            for group in plan.groups:
+        if self.trust is not None and outcome is not None:
+            for group in groups:
                 weighted = self.trust.group(
-                    [plan.outcome[i] for i in group], [judged[i] for i in group], step=plan.step
+                    [outcome[i] for i in group], [judged[i] for i in group], step=step
                 )
                 saved += weighted.saved
                 if weighted.judged:
                     gammas.append(weighted.gamma)
                 for offset, index in enumerate(group):
-                    step.rewards[index] = weighted.rewards[offset]
-                    step.thinking[index] = weighted.thinking[offset]
-                    step.bonus[index] = weighted.bonus[offset]
-                    step.gamma[index] = weighted.gamma
+                    result.rewards[index] = weighted.rewards[offset]
+                    result.thinking[index] = weighted.thinking[offset]
+                    result.bonus[index] = weighted.bonus[offset]
+                    result.gamma[index] = weighted.gamma
             if not self.include_outcome:
-                step.rewards = list(step.bonus)
-        step.scores = scores
-        step.errors = errors
-        step.metrics = self._metrics(plan, judged, errors, saved, gammas)
-        return step
+                result.rewards = list(result.bonus)
+        result.errors = list(errors)
+        result.metrics = self._metrics(outcome, step, order, judged, errors, saved, gammas)
+        return result
 
     def _value(self, result: ThinkingScore | BaseException) -> float | None:
         """``R_t`` of one result; None for a failed judgment (never 0)."""
@@ -234,15 +276,17 @@ class Planner:
 
     def _metrics(
         self,
-        plan: Plan,
+        outcome: Sequence[float | None] | None,
+        step: int | None,
+        order: Sequence[int],
         judged: Sequence[float | None],
         errors: Sequence[str],
         saved: int,
         gammas: Sequence[float],
     ) -> dict[str, float]:
-        scored = [value for i in plan.order if (value := judged[i]) is not None]
+        scored = [value for i in order if (value := judged[i]) is not None]
         metrics: dict[str, float] = {
-            "judge_calls": float(len(plan.order)),
+            "judge_calls": float(len(order)),
             "calls_saved": float(saved),
             "failures": float(len(errors)),
         }
@@ -250,12 +294,13 @@ class Planner:
             metrics["thinking_mean"] = sum(scored) / len(scored)
         if gammas:
             metrics["gamma"] = sum(gammas) / len(gammas)
-        if self.trust is not None and plan.outcome is not None:
-            metrics["scale"] = self.trust.scale(plan.step)
+        if self.trust is not None and outcome is not None:
+            metrics["scale"] = self.trust.scale(step)
         return metrics
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_key(a: Any, b: Any) -> bool:
+    """Whether two group keys are equal (False when their == answers no bool)."""
     if a is b:
         return True
     try:

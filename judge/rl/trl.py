@@ -21,8 +21,19 @@ from judge.core.inputs import (
 )
 from judge.rl.base import RewardAdapter, close_awaitable
 from judge.rl.planner import Plan, RewardStep, Sample, outcome_value
+from judge.rl.processes import (
+    Collective,
+    Judged,
+    Layout,
+    Part,
+    default_collective,
+    layout,
+    local_step,
+    part_of,
+    raise_failures,
+)
 from judge.rl.trust import trust_settings
-from judge.types import JudgeRunnable
+from judge.types import JudgeRunnable, ThinkingScore
 
 __all__ = ["GRPOReward", "SyncGRPOReward", "TRLReward", "aclose_sessions"]
 
@@ -48,11 +59,13 @@ class TRLReward(RewardAdapter):
         num_generations: int | None = None,
         max_concurrency: int | None = None,
         name: str = "thinking_reward",
+        collective: Collective | None = None,
     ) -> None:
         if not callable(question) and question not in ("prompt", "user"):
             raise ValueError(f"question must be 'prompt', 'user' or a function, got {question!r}")
         self.outcome_reward = outcome_reward
         self.question = question
+        self.collective = collective
         super().__init__(
             judge,
             trust=trust_settings(
@@ -118,6 +131,61 @@ class TRLReward(RewardAdapter):
             values = [outcome_value(v, "the outcome reward") for v in outcome]
         step = getattr(trainer_state, "global_step", None)
         return self.planner.plan(samples, self.planner.groups(keys), values, step)
+
+    def _processes(self) -> Collective | None:
+        """The run's processes when there are several (given, or torch.distributed's)."""
+        return self.collective if self.collective is not None else default_collective()
+
+    def _part(
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        outcome: Sequence[Any] | None,
+        kwargs: Mapping[str, Any],
+    ) -> tuple[list[Sample], Part]:
+        """This process's samples, and what it tells the others (outcomes, group edges)."""
+        samples, keys = self._samples(prompts, completions, kwargs)
+        values = None
+        if outcome is not None:
+            values = [outcome_value(v, "the outcome reward") for v in outcome]
+            if len(values) != len(samples):
+                raise ValueError(
+                    f"the outcome reward returned {len(values)} values for "
+                    f"{len(samples)} completions"
+                )
+        return samples, part_of(keys, values, self.planner.num_generations)
+
+    def _spread_plan(
+        self, parts: Sequence[Part], rank: int, samples: list[Sample], trainer_state: Any
+    ) -> tuple[Layout, list[int], Plan]:
+        """The whole batch's layout and judging order, and this process's share of it."""
+        where = layout(parts, rank, self.planner.num_generations)
+        step = getattr(trainer_state, "global_step", None)
+        order = self.planner.order(where.groups, where.outcome, step)
+        outcome = where.outcome
+        if outcome is not None:
+            outcome = outcome[where.start : where.start + where.count]
+        return where, order, Plan(samples, [], outcome, step, where.local(order))
+
+    def _spread_finish(
+        self,
+        replies: Sequence[Judged],
+        where: Layout,
+        order: list[int],
+        plan: Plan,
+        results: Sequence[Any],
+    ) -> RewardStep:
+        """Weigh the whole groups from every process's ``R_t``; keep this process's slice."""
+        values = [value for reply in replies for value in reply.values]
+        errors = [error for reply in replies for error in reply.errors]
+        whole = self.planner.weigh(where.groups, where.outcome, plan.step, order, values, errors)
+        _, scores, own = self.planner.values(len(plan.samples), plan.order, results)
+        return local_step(whole, where, scores, own)
+
+    def _judged(self, plan: Plan, results: Sequence[Any]) -> Judged:
+        """What this process tells the others of its judgments."""
+        values, _, errors = self.planner.values(len(plan.samples), plan.order, results)
+        return Judged(values, errors)
 
     def _done(
         self,
@@ -213,11 +281,56 @@ class GRPOReward(TRLReward):
         self._loop = (
             asyncio.get_running_loop()
         )  # TRL's reward loop: the judge's sessions live there
+        processes = self._processes()
+        if processes is not None:
+            step = await self._across(
+                processes, prompts, completions, completion_ids, trainer_state, kwargs
+            )
+            return self._done(step, log_metric, log_extra)
         outcome = self._outcome(prompts, completions, completion_ids, trainer_state, kwargs)
         if inspect.isawaitable(outcome):
             outcome = await outcome
         plan = self._plan(prompts, completions, outcome, trainer_state, kwargs)
         return self._done(await self._arun(plan), log_metric, log_extra)
+
+    async def _across(
+        self,
+        processes: Collective,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        completion_ids: Sequence[Any] | None,
+        trainer_state: Any,
+        kwargs: Mapping[str, Any],
+    ) -> RewardStep:
+        """One step whose groups may span processes (see :mod:`judge.rl.processes`).
+
+        The gathers run in a worker thread, so that the reward loop goes on serving
+        TRL's other async rewards while this process waits for the others.
+        """
+        samples: list[Sample] = []
+        own: Exception | None = None
+        try:
+            outcome = self._outcome(prompts, completions, completion_ids, trainer_state, kwargs)
+            if inspect.isawaitable(outcome):
+                outcome = await outcome
+            samples, part = self._part(prompts, completions, outcome, kwargs)
+        except Exception as error:  # told to the others, raised on every process below
+            own, part = error, Part.failed(error)
+        parts = await asyncio.to_thread(processes.all_gather, part)
+        raise_failures([p.error for p in parts], processes.rank, own)
+        where, order, plan = self._spread_plan(parts, processes.rank, samples, trainer_state)
+        results: Sequence[ThinkingScore | BaseException] = ()
+        try:
+            if plan.order:
+                results = await self.judge.abatch(
+                    plan.inputs(), self._config(), return_exceptions=True
+                )
+            mine = self._judged(plan, results)
+        except Exception as error:
+            own, mine = error, Judged.failed(error)
+        replies = await asyncio.to_thread(processes.all_gather, mine)
+        raise_failures([r.error for r in replies], processes.rank, own)
+        return self._spread_finish(replies, where, order, plan, results)
 
     async def aclose(self) -> None:
         """Close the judge's HTTP sessions opened on the running event loop.
@@ -309,6 +422,24 @@ class SyncGRPOReward(TRLReward):
         **kwargs: Any,
     ) -> list[float | None]:
         """Reward each completion; see :class:`GRPOReward`."""
+        processes = self._processes()
+        if processes is not None:
+            step = self._across(
+                processes, prompts, completions, completion_ids, trainer_state, kwargs
+            )
+            return self._done(step, log_metric, log_extra)
+        outcome = self._sync_outcome(prompts, completions, completion_ids, trainer_state, kwargs)
+        plan = self._plan(prompts, completions, outcome, trainer_state, kwargs)
+        return self._done(self._run(plan), log_metric, log_extra)
+
+    def _sync_outcome(
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        completion_ids: Sequence[Any] | None,
+        trainer_state: Any,
+        kwargs: Mapping[str, Any],
+    ) -> Any:
         outcome = self._outcome(prompts, completions, completion_ids, trainer_state, kwargs)
         if inspect.isawaitable(outcome):
             close_awaitable(outcome)
@@ -316,5 +447,37 @@ class SyncGRPOReward(TRLReward):
                 "the outcome reward is async: use the async GRPOReward "
                 "(as_reward_func(asynchronous=True)) to await it"
             )
-        plan = self._plan(prompts, completions, outcome, trainer_state, kwargs)
-        return self._done(self._run(plan), log_metric, log_extra)
+        return outcome
+
+    def _across(
+        self,
+        processes: Collective,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        completion_ids: Sequence[Any] | None,
+        trainer_state: Any,
+        kwargs: Mapping[str, Any],
+    ) -> RewardStep:
+        """:meth:`GRPOReward._across`, blocking."""
+        samples: list[Sample] = []
+        own: Exception | None = None
+        try:
+            outcome = self._sync_outcome(
+                prompts, completions, completion_ids, trainer_state, kwargs
+            )
+            samples, part = self._part(prompts, completions, outcome, kwargs)
+        except Exception as error:  # told to the others, raised on every process below
+            own, part = error, Part.failed(error)
+        parts = processes.all_gather(part)
+        raise_failures([p.error for p in parts], processes.rank, own)
+        where, order, plan = self._spread_plan(parts, processes.rank, samples, trainer_state)
+        results: Sequence[ThinkingScore | BaseException] = ()
+        try:
+            if plan.order:
+                results = self.judge.batch(plan.inputs(), self._config(), return_exceptions=True)
+            mine = self._judged(plan, results)
+        except Exception as error:
+            own, mine = error, Judged.failed(error)
+        replies = processes.all_gather(mine)
+        raise_failures([r.error for r in replies], processes.rank, own)
+        return self._spread_finish(replies, where, order, plan, results)
