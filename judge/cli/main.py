@@ -134,6 +134,13 @@ def _add_batch(commands: Any) -> None:
         "public address (no loopback, private or link-local), 'pass' sends all for the "
         "server to fetch, 'refuse' fails their records",
     )
+    batch.add_argument(
+        "--report",
+        type=Path,
+        metavar="HTML",
+        help="then write a self-contained HTML report of the whole output file here "
+        "(score histogram, expected-score calibration, failures by kind, slowest items)",
+    )
     add_judge_options(batch)
 
 
