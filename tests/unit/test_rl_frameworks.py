@@ -39,12 +39,18 @@ def test_verl_per_sample_sync_and_async():
     assert len(backend.requests) == 1
 
 
-def test_verl_per_sample_refuses_group_rules():
-    reward = VerlReward(
-        ThinkingRewardJudge(backend=FakeBackend(scores=[0.5])), outcome_reward=verl_outcome
-    )
-    with pytest.raises(ValueError, match="no group"):
-        reward.compute_score("s", "4", "4", {"question": "q"})
+def test_verl_per_sample_with_default_settings_is_one_sample_no_group():
+    # verl 0.9.1's reward loop calls compute_score once per sample: default settings
+    # (trust=True, skip_saturated=True) must score it, without the group rules.
+    backend = CountingFake(scores=[0.5])
+    reward = VerlReward(ThinkingRewardJudge(backend=backend), outcome_reward=verl_outcome)
+    result = reward.compute_score("s", "4", "4", {"question": "q"})
+    # R_o = 1 >= 0.9 would be a saturated group of one: judged anyway, gamma = 1
+    assert result["score"] == pytest.approx(1.0 + 0.3 * 0.5)
+    assert result["gamma"] == 1.0
+    assert result["judged"] == 1.0
+    assert backend.batches == [1]
+    assert reward.trust is not None and reward.trust.trust  # batched calls keep the rules
 
 
 def test_verl_needs_the_question():
@@ -56,8 +62,26 @@ def test_verl_needs_the_question():
 def test_verl_thinking_alone_and_failures():
     reward = VerlReward(ThinkingRewardJudge(backend=FakeBackend(["0.8", "junk"])))
     assert reward.compute_score("s", "r", "g", {"question": "q"})["score"] == pytest.approx(0.8)
+    failed = reward.compute_score("s", "r", "g", {"question": "q"})  # never stops verl's step
+    assert failed == {
+        "score": 0.0,
+        "thinking": 0.0,
+        "thinking_failed": 1.0,
+        "judged": 1.0,
+        "gamma": 1.0,
+    }
+    strict = VerlReward(ThinkingRewardJudge(backend=FakeBackend(["junk"])), failure_score=None)
     with pytest.raises(JudgmentError, match="no outcome"):
-        reward.compute_score("s", "r", "g", {"question": "q"})
+        strict.compute_score("s", "r", "g", {"question": "q"})
+
+
+def test_verl_per_sample_failure_keeps_the_outcome_and_no_nan():
+    backend = CountingFake([BackendError("down")])
+    reward = VerlReward(ThinkingRewardJudge(backend=backend), outcome_reward=verl_outcome)
+    result = asyncio.run(reward.acompute_score("s", "4", "4", {"question": "q"}))
+    assert result["score"] == 1.0
+    assert result["thinking_failed"] == 1.0
+    assert not any(math.isnan(value) for value in result.values())
 
 
 def test_verl_batch_trust_grpo():
@@ -86,7 +110,7 @@ def test_verl_batch_failure_keeps_the_outcome_flagged():
     )
     assert results[0]["score"] == 1.0
     assert results[0]["thinking_failed"] == 1.0
-    assert math.isnan(results[0]["thinking"])
+    assert results[0]["thinking"] == 0.0  # never NaN: verl averages it into its metrics
     assert results[1]["score"] == pytest.approx(1.15)
     assert results[1]["thinking_failed"] == 0.0
     assert results[2]["score"] == 0.0
