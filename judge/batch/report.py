@@ -76,7 +76,7 @@ def _bar_chart(labels: Sequence[str], counts: Sequence[int], title: str, color: 
     most = max(counts, default=0) or 1
     slot = plot_w / max(len(counts), 1)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" '
+        f'<svg role="img" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" class="chart">',
         f"<title>{html.escape(title)}</title>",
         f'<text x="{width / 2:.0f}" y="18" text-anchor="middle" font-size="13">'
@@ -117,7 +117,7 @@ def _scatter(points: Sequence[tuple[float, float]], title: str) -> str:
     x0, y0 = at(0, 0)
     x1, y1 = at(1, 1)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{size}" height="{size}" '
+        f'<svg role="img" width="{size}" height="{size}" '
         f'viewBox="0 0 {size} {size}" class="chart">',
         f"<title>{html.escape(title)}</title>",
         f'<rect x="{x0}" y="{y1}" width="{plot}" height="{plot}" fill="none" stroke="#57606a"/>',

@@ -178,3 +178,39 @@ def test_cli_image_root_is_where_relative_paths_are_read_and_what_they_may_not_l
     ]
     assert sum(part["type"] == "image_url" for part in sent) == 1  # only the one inside
     capsys.readouterr()
+
+
+def test_cli_batch_report_is_written_from_the_whole_output_file(tmp_path, fake_cli_backend, capsys):
+    source = write_jsonl(
+        tmp_path / "in.jsonl",
+        [*records(3), {"id": "bad", "question": "fail-parse", "response": "a"}],
+    )
+    out, report = tmp_path / "out.jsonl", tmp_path / "report.html"
+    argv = ["batch", str(source), "-o", str(out), "--progress", "off", "--report", str(report)]
+    assert cli.main(argv) == 1
+    assert f"report written to {report}" in capsys.readouterr().err
+    page = report.read_text(encoding="utf-8")
+    assert "<title>thinking-judge batch report: out.jsonl</title>" in page
+    assert '<rect class="bar"' in page
+    assert "<title>0.5: 3</title>" in page
+    assert '<h3 class="kind">parse: 1 ' in page
+    # run again: nothing left to judge, the report still covers every id of the file
+    assert cli.main(argv) == 1
+    assert "<title>0.5: 3</title>" in report.read_text(encoding="utf-8")
+
+
+def test_cli_batch_report_in_a_missing_folder_is_a_usage_error_before_any_backend(
+    tmp_path, fake_cli_backend, capsys
+):
+    source = write_jsonl(tmp_path / "in.jsonl", records(1))
+    argv = [
+        "batch",
+        str(source),
+        "-o",
+        str(tmp_path / "o"),
+        "--report",
+        str(tmp_path / "no" / "r.html"),
+    ]
+    assert cli.main(argv) == 2
+    assert "no folder for the report" in capsys.readouterr().err
+    assert fake_cli_backend == []
