@@ -10,6 +10,7 @@ from backends.errors import BackendConnectionError
 from judge import ScoreParseError, ThinkingScore, TrustGRPO
 from judge.failures import FailureKind
 from judge.rl.planner import Planner, Sample, describe, outcome_value
+from judge.rl.processes import Part, ProcessFailed, layout, part_of, raise_failures
 
 
 def planner(trust: TrustGRPO | None = None, **options) -> Planner:
@@ -88,3 +89,41 @@ def test_outcome_values():
 
 def test_describe_an_exception():
     assert describe(RuntimeError("bug")) == f"{FailureKind.INTERNAL} (RuntimeError): bug"
+
+
+# -- the global batch of several processes (judge.rl.processes) ------------------------------
+
+
+def test_layout_of_fixed_groups_across_processes():
+    parts = [Part(count=6, outcome=[1.0] * 6), Part(count=6, outcome=[0.0] * 6)]
+    where = layout(parts, 1, 4)
+    assert where.groups == [range(0, 4), range(4, 8), range(8, 12)]
+    assert (where.start, where.count, where.total) == (6, 6, 12)
+    assert where.outcome == [1.0] * 6 + [0.0] * 6
+    assert where.local([0, 5, 6, 7, 11]) == [0, 1, 5]
+    with pytest.raises(ValueError, match="12 completions over 2 processes"):
+        layout(parts, 0, 8)
+
+
+def test_layout_joins_runs_of_keys_that_go_on_on_the_next_process():
+    keys = ["a", "a", "a", "b", "b", "c", "c", "c", "d"]
+    parts = [
+        part_of(keys[:3], None, None),
+        part_of(keys[3:6], None, None),
+        part_of(keys[6:], None, None),
+    ]
+    assert parts[1].runs == [2, 1]
+    where = layout(parts, 2, None)
+    assert where.groups == [range(0, 3), range(3, 5), range(5, 8), range(8, 9)]
+    assert where.groups == planner().groups(keys)  # as one process finds them
+    assert where.outcome is None
+
+
+def test_raise_failures_raises_the_own_error_or_names_the_failed_process():
+    own = KeyError("mine")
+    with pytest.raises(KeyError):
+        raise_failures(["KeyError: mine", None], 0, own)
+    with pytest.raises(ProcessFailed, match="process 0 failed the reward step: KeyError: mine"):
+        raise_failures(["KeyError: mine", None], 1, None)
+    raise_failures([None, None], 1, None)  # nobody failed: nothing raised
+    assert Part.failed(own).error == "KeyError: 'mine'"

@@ -20,10 +20,12 @@ from rl_calls import (
     response_of,
 )
 from threaded_host import ThreadedHost
+from trl_processes import ThreadRanks, split
 
 from backends import FakeBackend, OpenAICompatibleBackend
 from backends.errors import BackendError
 from judge import GRPOReward, SyncGRPOReward, ThinkingRewardJudge
+from judge.rl.processes import ProcessFailed
 
 # -- the call, formats, order, failures ----------------------------------------------------------
 
@@ -354,3 +356,221 @@ def test_close_without_a_call_or_a_backend_does_nothing():
     reward.close()
     call_as_trl(reward, ["q"], ["a"])  # asyncio.run: that loop is closed by now
     reward.close()
+
+
+# -- several processes: groups that span them are weighted whole ------------------------------
+
+SPANNING_R_O = {
+    "c0": 1.0,
+    "c1": 0.0,
+    "c2": 1.0,
+    "c3": 0.5,
+    "c4": 0.0,
+    "c5": 1.0,
+    "c6": 0.3,
+    "c7": 1.0,
+}
+SPANNING_R_T = {"c0": 0.1, "c2": 0.2, "c3": 0.3, "c5": 0.2, "c6": 0.9, "c7": 0.1}
+"""One group of 8 whose wrong answers out-think its right ones (gamma < 1), unevenly:
+each half alone gives another gamma, so a reward computed on half groups differs."""
+
+
+def spanning_reward(backend, collective=None, **options):
+    judge = ThinkingRewardJudge(backend=backend)
+    settings = {"num_generations": 8, "name": "thinking", "collective": collective}
+    return judge.as_reward_func(outcome_from(SPANNING_R_O), **{**settings, **options})
+
+
+def run_ranks(world_size, prompts, completions, make_reward, **columns):
+    """Call one reward per rank as TRL does, each on its part; rewards, metrics, rewards objects."""
+    ranks = ThreadRanks(world_size)
+    rewards = [make_reward(ranks.collective(r), r) for r in range(world_size)]
+    metrics = [Metrics() for _ in range(world_size)]
+    parts_p, parts_c = split(prompts, world_size), split(completions, world_size)
+    parts_cols = {k: split(v, world_size) for k, v in columns.items()}
+
+    def call(r):
+        cols = {k: v[r] for k, v in parts_cols.items()}
+        return lambda: call_as_trl(rewards[r], parts_p[r], parts_c[r], metrics=metrics[r], **cols)
+
+    results = ranks.run([call(r) for r in range(world_size)])
+    return results, metrics, rewards, ranks
+
+
+def test_a_group_spanning_two_processes_is_weighted_whole():
+    completions = list(SPANNING_R_O)
+    prompts = ["P"] * 8
+    single = spanning_reward(CountingFake(scores=by_response(SPANNING_R_T)))
+    single_metrics = Metrics()
+    expected = call_as_trl(single, prompts, completions, metrics=single_metrics)
+    backends = [CountingFake(scores=by_response(SPANNING_R_T)) for _ in range(2)]
+    results, metrics, rewards, ranks = run_ranks(
+        2, prompts, completions, lambda c, r: spanning_reward(backends[r], c)
+    )
+    assert results[0] + results[1] == pytest.approx(expected)
+    gamma = single.last_step.gamma[0]
+    assert gamma < 1.0  # the group's trust weight is in play
+    assert [s.gamma for s in (rewards[0].last_step, rewards[1].last_step)] == [[gamma] * 4] * 2
+    # Each process judged only its own completions, in one batched call.
+    assert [response_of(r) for r in backends[0].requests] == ["c0", "c2", "c3"]
+    assert [response_of(r) for r in backends[1].requests] == ["c5", "c6", "c7"]
+    assert [b.batches for b in backends] == [[3], [3]]
+    assert ranks.gathers == [2, 2]
+    # TRL gathers log_extra columns in rank order and averages log_metric over ranks.
+    for column in ("thinking/thinking", "thinking/gamma"):
+        joined = metrics[0].extra[column] + metrics[1].extra[column]
+        assert joined == pytest.approx(single_metrics.extra[column])
+    for m in metrics:
+        assert set(m.logged) == set(single_metrics.logged)
+        for name, values in single_metrics.logged.items():
+            assert m.logged[name] == pytest.approx(values)
+    # On half groups (what num_generations=None did per process) the rewards differ.
+    halves = [
+        call_as_trl(
+            spanning_reward(CountingFake(scores=by_response(SPANNING_R_T)), num_generations=None),
+            prompts[:4] if r == 0 else prompts[4:],
+            completions[:4] if r == 0 else completions[4:],
+        )
+        for r in range(2)
+    ]
+    assert halves[0] + halves[1] != pytest.approx(expected)
+
+
+def test_uneven_parts_and_several_groups_over_four_processes():
+    # 4 processes of 6 completions, groups of 4: groups 2, 4 ... straddle processes.
+    r_o = {f"g{g}c{i}": [1.0, 0.0, 0.6, 0.3][i] for g in range(6) for i in range(4)}
+    r_t = {c: (len(c) * 7 + int(c[1]) * 3 + int(c[3])) % 10 / 10 for c in r_o}
+    prompts = [f"P{g}" for g in range(6) for _ in range(4)]
+    completions = list(r_o)
+
+    def make(collective, rank):
+        judge = ThinkingRewardJudge(backend=CountingFake(scores=by_response(r_t)))
+        return judge.as_reward_func(
+            outcome_from(r_o), num_generations=4, skip_below=None, collective=collective
+        )
+
+    expected = call_as_trl(make(None, 0), prompts, completions)
+    results, _, _, ranks = run_ranks(4, prompts, completions, make)
+    assert [len(r) for r in results] == [6] * 4
+    assert [x for part in results for x in part] == pytest.approx(expected)
+    assert ranks.gathers == [2] * 4
+
+
+def test_groups_by_prompt_join_across_processes():
+    # num_generations=None: runs of equal prompts, continued on the next process.
+    completions = list(SPANNING_R_O)
+    prompts = ["P"] * 6 + ["Q"] * 2
+    r_o = dict(SPANNING_R_O)
+    single = spanning_reward(CountingFake(scores=by_response(SPANNING_R_T)), num_generations=None)
+    expected = call_as_trl(single, prompts, completions)
+    results, _, rewards, _ = run_ranks(
+        2,
+        prompts,
+        completions,
+        lambda c, r: spanning_reward(
+            CountingFake(scores=by_response(SPANNING_R_T)), c, num_generations=None
+        ),
+    )
+    assert results[0] + results[1] == pytest.approx(expected)
+    assert rewards[1].last_step.gamma == single.last_step.gamma[4:]
+    assert r_o == SPANNING_R_O
+
+
+def test_a_failed_judgment_on_one_process_is_none_there_only():
+    r_t = {**SPANNING_R_T, "c6": BackendError("boom")}
+    completions, prompts = list(SPANNING_R_O), ["P"] * 8
+    expected = call_as_trl(
+        spanning_reward(CountingFake(scores=by_response(r_t))), prompts, completions
+    )
+    results, metrics, _, ranks = run_ranks(
+        2,
+        prompts,
+        completions,
+        lambda c, r: spanning_reward(CountingFake(scores=by_response(r_t)), c),
+    )
+    assert results[1][2] is None
+    assert results[0] + results[1] == pytest.approx(expected)
+    assert metrics[0].logged["thinking/failures"] == [1.0]  # the whole batch's count
+    assert ranks.gathers == [2, 2]
+
+
+def test_an_error_on_one_process_is_raised_on_every_process():
+    def broken(prompts, completions, **kwargs):
+        raise KeyError("no answer column")
+
+    def make(collective, rank):
+        judge = ThinkingRewardJudge(backend=CountingFake(scores=by_response(SPANNING_R_T)))
+        outcome = broken if rank == 1 else outcome_from(SPANNING_R_O)
+        return judge.as_reward_func(outcome, num_generations=8, collective=collective)
+
+    results, _, _, ranks = run_ranks(2, ["P"] * 8, list(SPANNING_R_O), make)
+    assert isinstance(results[1], KeyError)
+    assert isinstance(results[0], ProcessFailed)
+    assert "process 1 failed" in str(results[0])
+    assert "no answer column" in str(results[0])
+    assert ranks.gathers == [1, 1]  # both gave up after the same gather
+
+
+class RaisingJudge:
+    """A judge whose whole batch call raises (not one failed judgment: the call)."""
+
+    async def abatch(self, inputs, config=None, *, return_exceptions=False):
+        raise RuntimeError("judge call broke")
+
+    def batch(self, inputs, config=None, *, return_exceptions=False):
+        raise RuntimeError("judge call broke")
+
+
+@pytest.mark.parametrize("asynchronous", [True, False])
+def test_a_judge_call_that_raises_on_one_process_stops_every_process(asynchronous):
+    def make(collective, rank):
+        judge = ThinkingRewardJudge(backend=CountingFake(scores=by_response(SPANNING_R_T)))
+        reward = judge.as_reward_func(
+            outcome_from(SPANNING_R_O),
+            num_generations=8,
+            collective=collective,
+            asynchronous=asynchronous,
+        )
+        if rank == 0:
+            reward.judge = RaisingJudge()
+        return reward
+
+    results, _, _, ranks = run_ranks(2, ["P"] * 8, list(SPANNING_R_O), make)
+    assert isinstance(results[0], RuntimeError)
+    assert not isinstance(results[0], ProcessFailed)
+    assert isinstance(results[1], ProcessFailed)
+    assert ranks.gathers == [2, 2]
+
+
+def test_not_whole_groups_over_all_processes_fail_on_every_process():
+    def make(collective, rank):
+        return spanning_reward(CountingFake(scores=[0.5]), collective, num_generations=4)
+
+    results, _, _, ranks = run_ranks(2, ["P"] * 6, list(SPANNING_R_O)[:6], make)
+    assert all(isinstance(r, ValueError) for r in results)
+    assert "6 completions over 2 processes" in str(results[0])
+    assert ranks.gathers == [1, 1]
+
+
+def test_sync_form_across_processes():
+    completions, prompts = list(SPANNING_R_O), ["P"] * 8
+    expected = call_as_trl(
+        spanning_reward(CountingFake(scores=by_response(SPANNING_R_T))), prompts, completions
+    )
+    results, _, _, _ = run_ranks(
+        2,
+        prompts,
+        completions,
+        lambda c, r: spanning_reward(
+            CountingFake(scores=by_response(SPANNING_R_T)), c, asynchronous=False
+        ),
+    )
+    assert results[0] + results[1] == pytest.approx(expected)
+
+
+def test_without_torch_distributed_a_reward_is_one_process():
+    # No process group is set up in the unit tests: the call is the single-process one.
+    reward = spanning_reward(CountingFake(scores=by_response(SPANNING_R_T)))
+    assert reward._processes() is None
+    with pytest.raises(ValueError, match="4 completions are not whole groups"):
+        call_as_trl(reward, ["P"] * 4, list(SPANNING_R_O)[:4])
