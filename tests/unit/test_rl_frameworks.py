@@ -50,7 +50,8 @@ def test_verl_per_sample_with_default_settings_is_one_sample_no_group():
     assert result["gamma"] == 1.0
     assert result["judged"] == 1.0
     assert backend.batches == [1]
-    assert reward.trust is not None and reward.trust.trust  # batched calls keep the rules
+    assert reward.trust is not None  # batched calls keep the group rules
+    assert reward.trust.trust
 
 
 def test_verl_needs_the_question():
