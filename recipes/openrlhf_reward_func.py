@@ -2,7 +2,10 @@
 
 OpenRLHF loads ``reward_func(queries, prompts, labels)`` from a Python file given as
 ``--remote_rm_url`` and calls it per sample through ``asyncio.to_thread``; ``queries``
-are prompt plus response decoded WITH special tokens. This file splits each query into
+are prompt plus response decoded WITH special tokens (OpenRLHF 0.11.2,
+``openrlhf/utils/agent.py``: ``SingleTurnAgentExecutor._fetch_rewards_via_func``, at
+OpenRLHF/OpenRLHF commit 3c3be6234e0cb353e76bb8019947db9dfe99fca7; it reads ``scores``,
+``rewards`` and ``extra_logs`` from the answer). This file splits each query into
 question and response (:func:`judge.rl.openrlhf.split_query`), judges them in one batch
 call against a vLLM server of the reward model, and answers in OpenRLHF's shape:
 ``{"rewards": tensor, "scores": tensor, "extra_logs": {"judge_failed": tensor}}``.
@@ -11,8 +14,10 @@ The server is ``$THINKING_JUDGE_BASE_URL`` (e.g. ``http://127.0.0.1:8000/v1``, f
 ``thinking-judge serve``), the served model name ``$THINKING_JUDGE_MODEL``
 (``thinking-reward-model``). A failed judgment (after the backend's own retries) raises
 :class:`judge.rl.openrlhf.JudgmentsFailed`, which stops OpenRLHF's step instead of
-training on an invented reward; set ``$THINKING_JUDGE_FAILURE_REWARD`` to a number to
-give failed samples that reward instead (flagged in ``extra_logs["judge_failed"]``).
+training on an invented reward (OpenRLHF logs the error, the sample has no reward, and
+the step fails when its experiences are made); set ``$THINKING_JUDGE_FAILURE_REWARD`` to
+a number to give failed samples that reward instead (flagged in
+``extra_logs["judge_failed"]``).
 
 Use it in OpenRLHF::
 
@@ -62,7 +67,7 @@ def _failure_reward() -> float | None:
 
 
 def reward_func(
-    queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any]
+    queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any], **kwargs: Any
 ) -> dict[str, Any]:
     """OpenRLHF's reward function: the thinking score of each query's response.
 
@@ -70,6 +75,7 @@ def reward_func(
         queries: Prompt plus response, decoded with special tokens.
         prompts: The prompts, as in OpenRLHF's dataset (chat template applied).
         labels: The labels (unused: the thinking score needs no reference answer).
+        **kwargs: Ignored (OpenRLHF's own reward functions accept more keywords).
 
     Raises:
         JudgmentsFailed: A judgment failed and no failure reward is set.

@@ -30,8 +30,10 @@ It binds 127.0.0.1 unless ``--host`` says otherwise: it has no authentication.
 # at run time, and ``Request`` is imported inside create_app (FastAPI is an extra).
 import argparse
 import asyncio
+import contextlib
 import math
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from judge.cli.common import add_judge_options, judge_options, make_backend, make_judge
@@ -42,7 +44,14 @@ from judge.types import JudgeInput, JudgeRunnable, ThinkingScore
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["DEFAULT_REWARD_PORT", "add_parser", "create_app", "run"]
+__all__ = [
+    "DEFAULT_REWARD_PORT",
+    "add_parser",
+    "add_server_options",
+    "app_from_args",
+    "create_app",
+    "run",
+]
 
 DEFAULT_REWARD_PORT = 5000
 """The port of OpenRLHF's own ``serve_rm``."""
@@ -108,14 +117,21 @@ def create_app(
     failure_reward: float | None = None,
     use_expected_score: bool = False,
     batch_wait_s: float = 0.005,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> "FastAPI":
     """The reward server's FastAPI app (see the module docstring for its endpoints).
+
+    The same app runs under ``thinking-judge reward-server`` (uvicorn) and under Ray
+    Serve (``recipes/ray_serve_reward_server.py``, one app per replica).
 
     Args:
         judge: The judge (e.g. a :class:`~judge.ThinkingRewardJudge`).
         failure_reward: The reward of a failed judgment; None answers ``503`` instead.
         use_expected_score: Reward ``expected_score`` when the judge computes it.
         batch_wait_s: How long the first request of a batch waits for others.
+        on_shutdown: Awaited when the app shuts down (its ASGI lifespan ends), on the
+            app's event loop: e.g. the backend's ``aclose``, which closes the HTTP
+            sessions the judge opened there.
 
     Raises:
         ValueError: ``failure_reward`` is not a finite number.
@@ -150,7 +166,16 @@ def create_app(
         registry=registry,
     )
     batcher = _Batcher(judge, batch_wait_s, batch_size.observe)
-    app = FastAPI(title="thinking-judge reward server")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if on_shutdown is not None:
+                await on_shutdown()
+
+    app = FastAPI(title="thinking-judge reward server", lifespan=lifespan)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -191,6 +216,29 @@ def create_app(
     return app
 
 
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``reward-server``: where it listens, failures, batching, the judge.
+
+    Shared with ``recipes/ray_serve_reward_server.py``, which serves the same app.
+    """
+    parser.add_argument("--host", default="127.0.0.1", help="interface (127.0.0.1; no auth)")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_REWARD_PORT, help=f"port ({DEFAULT_REWARD_PORT})"
+    )
+    parser.add_argument(
+        "--failure-reward",
+        type=float,
+        help="reward of a failed judgment, flagged in extra_logs (default: answer 503)",
+    )
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long a request waits for others to judge with it (5)",
+    )
+    add_judge_options(parser)
+
+
 def add_parser(commands: Any) -> None:
     """Add the ``reward-server`` command to the ``thinking-judge`` sub-commands."""
     server = commands.add_parser(
@@ -200,34 +248,32 @@ def add_parser(commands: Any) -> None:
         "http://HOST:PORT/get_reward) and any trainer that speaks its protocol. A failed "
         "judgment answers 503 (OpenRLHF retries) unless --failure-reward is given.",
     )
-    server.add_argument("--host", default="127.0.0.1", help="interface (127.0.0.1; no auth)")
-    server.add_argument(
-        "--port", type=int, default=DEFAULT_REWARD_PORT, help=f"port ({DEFAULT_REWARD_PORT})"
+    add_server_options(server)
+
+
+def app_from_args(args: argparse.Namespace) -> "FastAPI":
+    """The app for parsed :func:`add_server_options` options, on a judge of its own.
+
+    The backend is built here (an offline engine is loaded here), and closed when the
+    app shuts down.
+
+    Raises:
+        UsageError: The options do not make a judge (see :mod:`judge.cli.common`).
+    """
+    backend = make_backend(args)
+    judge = make_judge(backend, judge_options(args))
+    return create_app(
+        judge,
+        failure_reward=args.failure_reward,
+        use_expected_score=bool(args.expected_score),
+        batch_wait_s=args.batch_wait_ms / 1000,
+        on_shutdown=backend.aclose,
     )
-    server.add_argument(
-        "--failure-reward",
-        type=float,
-        help="reward of a failed judgment, flagged in extra_logs (default: answer 503)",
-    )
-    server.add_argument(
-        "--batch-wait-ms",
-        type=float,
-        default=5.0,
-        help="how long a request waits for others to judge with it (5)",
-    )
-    add_judge_options(server)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``reward-server`` until stopped; returns the exit status (0)."""
     import uvicorn
 
-    judge = make_judge(make_backend(args), judge_options(args))
-    app = create_app(
-        judge,
-        failure_reward=args.failure_reward,
-        use_expected_score=bool(args.expected_score),
-        batch_wait_s=args.batch_wait_ms / 1000,
-    )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(app_from_args(args), host=args.host, port=args.port, log_level="info")
     return 0

@@ -4,32 +4,40 @@ OpenRLHF asks for rewards in two ways, with the same three lists (``query``, ``p
 ``labels``):
 
 * remote: ``POST {"query": [...], "prompts": [...], "labels": [...]}`` to
-  ``--remote_rm_url``, reading ``rewards`` (and ``scores``, ``extra_logs`` when present)
-  from the JSON answer (the route of ``openrlhf/cli/serve_rm.py``, ``POST /get_reward``);
+  ``--remote_rm_url`` (several URLs, comma-separated, share the requests), reading
+  ``scores`` (``rewards`` when it has none), ``rewards`` and ``extra_logs`` from the JSON
+  answer (the route of ``openrlhf/cli/serve_rm.py``, ``POST /get_reward``, which answers
+  lists of floats);
 * local: ``reward_func(queries, prompts, labels)`` from a Python file given as
-  ``--remote_rm_url file.py``, called per sample through ``asyncio.to_thread``.
+  ``--remote_rm_url file.py`` (loaded with ``importlib.util.spec_from_file_location``),
+  called one sample per call through ``asyncio.to_thread``.
 
-Mirrored from OpenRLHF's source (OpenRLHF/OpenRLHF): ``openrlhf/cli/serve_rm.py`` at
-commit 080b54f4ee9652336fc20bcf251aff257348fa64, ``openrlhf/utils/remote_rm_utils.py`` at
-commit 9b8641c181296428ec764a8626ddccd750a780b0, and its single-turn rollout executor
-(``SingleTurnRolloutExecutor``), which builds ``query`` as
+Checked against OpenRLHF 0.11.2 (the wheel on PyPI) and OpenRLHF/OpenRLHF at commit
+3c3be6234e0cb353e76bb8019947db9dfe99fca7: ``openrlhf/utils/agent.py``
+(``SingleTurnAgentExecutor``: ``execute``, ``_fetch_rewards_via_http``,
+``_fetch_rewards_via_func``), ``openrlhf/cli/serve_rm.py`` and
+``openrlhf/trainer/ppo_utils/samples_generator.py``
+(``_process_response_into_experience``). The executor builds ``query`` as
 ``hf_tokenizer.decode(prompt_ids + response_ids, skip_special_tokens=False)``: the prompt,
-already in the policy's chat template, followed by the response WITH its special tokens
-(``<|im_end|>`` and, when padded, ``<|endoftext|>`` for Qwen). The earlier
-``openrlhf/utils/rollout.py`` (``RolloutAndRewardWorker``, commit
-61760f9c41c826e4490db69654ac738f2e63b6be) sends ``prompt + action_text`` instead (vLLM's
-text, usually without special tokens); :func:`split_query` reads both.
+already in the policy's chat template (left-truncated when too long), followed by the
+response WITH its special tokens (``<|im_end|>`` and, when padded, ``<|endoftext|>`` for
+Qwen). Earlier releases sent ``prompt + action_text`` instead (vLLM's text, usually
+without special tokens: ``RolloutAndRewardWorker`` in ``openrlhf/utils/rollout.py``,
+commit 61760f9c41c826e4490db69654ac738f2e63b6be, removed by
+629870839cfb025698b29fe5f9474dbb14bd2e31 with ``openrlhf/utils/remote_rm_utils.py``);
+:func:`split_query` reads both.
 
-Failed judgments. OpenRLHF turns ``rewards`` into ``torch.tensor`` and has no notion of a
+Failed judgments. OpenRLHF turns a reward into ``torch.tensor`` and has no notion of a
 missing reward: ``None`` breaks the tensor, NaN poisons the advantages, and this project
-never reports a failure as 0.0. Its HTTP client retries any HTTP error (``raise_for_status``)
-five times, one second apart, then raises: the single-turn executor stops the step;
-``RolloutAndRewardWorker`` (rollout.py above) logs the error and leaves that sample's
-reward None. So the convention is:
+never reports a failure as 0.0. Its HTTP client retries any error (``raise_for_status``:
+any HTTP error status) five times, one second apart, within a 180 s total timeout per
+attempt, then raises; the executor logs that (at INFO) and leaves the sample's reward
+None, and a sample without a reward stops the step when the experiences are made (a
+local ``reward_func`` that raises takes the same way). So the convention is:
 
 * by default a request with a failed judgment is answered ``503`` with the failures in
   the body (:class:`JudgmentsFailed`): OpenRLHF retries it, which often succeeds for
-  timeouts and overloaded servers, and otherwise stops loudly instead of training on an
+  timeouts and overloaded servers, and otherwise stops instead of training on an
   invented reward;
 * with an explicit ``failure_reward`` (a number the user chose), the answer is ``200``,
   the failed samples get that reward and ``extra_logs["judge_failed"]`` is 1.0 for them.

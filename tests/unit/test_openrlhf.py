@@ -16,7 +16,7 @@ from backends import FakeBackend
 from backends.errors import BackendError
 from judge import ThinkingRewardJudge
 from judge.cli.main import build_parser
-from judge.cli.reward_server import create_app
+from judge.cli.reward_server import app_from_args, create_app
 from judge.errors import InputError
 from judge.failures import FailureKind
 from judge.rl.openrlhf import (
@@ -271,3 +271,37 @@ def test_recipe_reward_func_answers_in_openrlhfs_shape(monkeypatch: pytest.Monke
     monkeypatch.setenv("THINKING_JUDGE_FAILURE_REWARD", "-1")
     result = recipe.reward_func([recipe.EXAMPLE_QUERY], [recipe.EXAMPLE_PROMPT], ["48"])
     assert result["rewards"].tolist() == [-1.0]
+
+
+def test_server_awaits_its_shutdown_hook_when_the_app_stops():
+    closed: list[str] = []
+
+    async def close() -> None:
+        closed.append("closed")
+
+    app = create_app(ThinkingRewardJudge(backend=FakeBackend(scores=[0.5])), on_shutdown=close)
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        assert closed == []
+    assert closed == ["closed"]
+
+
+def test_app_from_args_serves_the_commands_options():
+    args = build_parser().parse_args(
+        [
+            "reward-server",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--failure-reward",
+            "-1",
+            "--constrained",
+        ]
+    )
+    app = app_from_args(args)
+    paths = {getattr(route, "path", None) for route in app.routes}
+    assert {"/get_reward", "/health", "/metrics"} <= paths
+    with TestClient(app) as client:  # nothing listens on port 9: a failed judgment
+        answer = client.post("/get_reward", json=_openrlhf_body())
+    assert answer.status_code == 200
+    assert answer.json()["rewards"] == [-1.0]
+    assert answer.json()["extra_logs"] == {"judge_failed": [1.0]}
