@@ -8,8 +8,11 @@ process to :class:`ServerProcess`, which
   environment and never on the command line, and the repair for vLLM's CPU build in
   that environment too (:func:`server_environment`; see :mod:`backends._torch_compat`);
 * waits until the server answers ``GET /health`` (through the backend's own
-  :meth:`health`), failing fast with the end of the log when the process exits, or when
-  it is not healthy in time;
+  :meth:`health`), failing fast when the process exits, or when it is not healthy in
+  time: the error's first line is the root cause read from the log
+  (:func:`backends.vllm_startup.root_cause`: ``Available memory ... less than desired``,
+  not ``Engine core initialization failed. See root cause above.``), the end of the log
+  follows;
 * stops it: SIGTERM to the whole group, SIGKILL after a grace period, the leader
   reaped; descendants that left the group are signalled too (found with psutil, which
   vLLM installs); also when the backend that owns it is garbage-collected, and at the
@@ -39,6 +42,7 @@ from typing import Any
 
 from backends._torch_compat import child_environment
 from backends.errors import BackendUnavailableError
+from backends.vllm_startup import root_cause
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,8 @@ LOG_TAIL_BYTES = 8192
 """How much of the end of a server's log a startup failure reads."""
 LOG_TAIL_LINES = 40
 """How many of the log's last lines a startup failure quotes."""
+LOG_CAUSE_BYTES = 1 << 20
+"""How much of the end of a server's log is searched for the root cause of a failed start."""
 _POLL_SECONDS = 0.5
 _HEALTH_TIMEOUT = 5.0
 
@@ -137,20 +143,39 @@ def api_root(host: str, port: int) -> str:
     return f"http://{netloc}:{port}/v1"
 
 
-def log_tail(path: Path, secrets: Sequence[str] = ()) -> str:
-    """The last lines of a log file, with ``secrets`` redacted."""
-    try:
-        with path.open("rb") as log:
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - LOG_TAIL_BYTES))
-            data = log.read()
-    except OSError as exc:
-        return f"(the log {path} cannot be read: {exc.strerror})"
-    text = "\n".join(data.decode("utf-8", "replace").splitlines()[-LOG_TAIL_LINES:])
+def _redact(text: str, secrets: Sequence[str]) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return text or "(the log is empty)"
+    return text
+
+
+def _read_end(path: Path, size: int) -> str:
+    """The last ``size`` bytes of a file, decoded (OSError when it cannot be read)."""
+    with path.open("rb") as log:
+        log.seek(0, os.SEEK_END)
+        log.seek(max(0, log.tell() - size))
+        return log.read().decode("utf-8", "replace")
+
+
+def log_tail(path: Path, secrets: Sequence[str] = ()) -> str:
+    """The last lines of a log file, with ``secrets`` redacted."""
+    try:
+        data = _read_end(path, LOG_TAIL_BYTES)
+    except OSError as exc:
+        return f"(the log {path} cannot be read: {exc.strerror})"
+    text = "\n".join(data.splitlines()[-LOG_TAIL_LINES:])
+    return _redact(text, secrets) or "(the log is empty)"
+
+
+def log_root_cause(path: Path, secrets: Sequence[str] = ()) -> str | None:
+    """The root-cause line of a failed start's log (see :func:`root_cause`), redacted."""
+    try:
+        data = _read_end(path, LOG_CAUSE_BYTES)
+    except OSError:
+        return None
+    cause = root_cause(data)
+    return None if cause is None else _redact(cause, secrets)
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
@@ -307,7 +332,8 @@ class ServerProcess:
 
         Raises:
             BackendUnavailableError: The process exited, or was not healthy in time; the
-                message quotes the end of its log.
+                message's first line gives the root cause found in the log and the log's
+                path, the end of the log follows.
         """
         process = self.process
         deadline = time.monotonic() + startup_timeout
@@ -326,10 +352,16 @@ class ServerProcess:
                 process.wait(min(_POLL_SECONDS, remaining))  # returns at once if it exits
 
     def failure(self, what: str) -> BackendUnavailableError:
-        """``what`` happened, with the end of the log (secrets redacted)."""
+        """``what`` happened: one line with the log's root cause, then the log's end.
+
+        The first line reads ``<what>: <root cause> (log: <path>)``; a command prints
+        that line alone. Secrets are redacted from both.
+        """
+        cause = log_root_cause(self.log_path, self._secrets)
         tail = log_tail(self.log_path, self._secrets)
+        head = f"{what}: {cause}" if cause else what
         return BackendUnavailableError(
-            f"{what}; the end of its log ({self.log_path}):\n{tail}", backend=self.name
+            f"{head} (log: {self.log_path})\nthe end of its log:\n{tail}", backend=self.name
         )
 
     def stop(self) -> None:
@@ -341,6 +373,7 @@ __all__ = [
     "ServerProcess",
     "api_root",
     "free_port",
+    "log_root_cause",
     "log_tail",
     "server_command",
     "server_environment",

@@ -50,7 +50,7 @@ from typing_extensions import Self
 from yarl import URL
 
 from backends.base import JudgeRequest, Result
-from backends.errors import BackendError, BackendResponseError
+from backends.errors import BackendError, BackendResponseError, BackendUnavailableError
 from backends.openai_compatible import OpenAICompatibleBackend
 from backends.openai_wire import display_url, loads
 from backends.vllm_launch import (
@@ -61,6 +61,7 @@ from backends.vllm_launch import (
     server_environment,
     server_flags,
 )
+from backends.vllm_startup import cpu_kv_cache_environment, model_problem
 
 logger = logging.getLogger(__name__)
 
@@ -374,18 +375,32 @@ class VLLMServerBackend(OpenAICompatibleBackend):
                                               max_model_len=8192, enforce_eager=True) as backend:
                     ThinkingRewardJudge(backend=backend).batch(inputs)
 
+        A ``model`` written as a path that is no model folder (``./no-such-folder``) is
+        refused at once (:func:`backends.vllm_startup.model_problem`, without asking the
+        hub), instead of the server retrying the hub for a minute.
+
+        On vLLM's CPU build the KV cache is sized from the model and the free memory
+        (``VLLM_CPU_KVCACHE_SPACE``; see :func:`backends.vllm_startup.cpu_kv_cache_gib`)
+        unless ``VLLM_CPU_KVCACHE_SPACE`` is set here or in ``env``, or
+        ``kv_cache_memory_bytes`` / ``gpu_memory_utilization`` is given. A model folder
+        is served with ``HF_HUB_OFFLINE=1`` (unless ``env`` or this process says
+        otherwise): nothing of it is on the hub.
+
         Returns:
             The backend, connected to the healthy server.
 
         Raises:
-            BackendUnavailableError: The server exited or was not healthy in time; the
-                message quotes the end of its log.
+            BackendUnavailableError: The model folder does not exist, or the
+                server exited or was not healthy in time: the message's first line says
+                why (the root cause found in the server's log) and where the log is.
         """
         if "api_key" in server_options:
             raise ValueError(
                 "pass the API key as backend_kwargs={'api_key': ...}: it reaches the server "
                 "through its environment, never its command line"
             )
+        if problem := model_problem(model, hub=False):
+            raise BackendUnavailableError(problem.message, backend=cls.name)
         port = free_port(host) if port is None else port
         kwargs = dict(backend_kwargs or {})
         backend = cls(api_root(host, port), served_model_name, **kwargs)
@@ -393,6 +408,17 @@ class VLLMServerBackend(OpenAICompatibleBackend):
             kwargs.get("api_key"), kwargs.get("api_key_env") or cls.default_api_key_env
         )
         child_env = server_environment(env)
+        if Path(os.path.expanduser(model)).is_dir():
+            child_env.setdefault("HF_HUB_OFFLINE", "1")
+        child_env.update(
+            cpu_kv_cache_environment(
+                model,
+                env=child_env,
+                server_args=server_args,
+                options=server_options,
+                python=python,
+            )
+        )
         if key is not None:
             child_env.setdefault("VLLM_API_KEY", key)
         command = server_command(

@@ -6,6 +6,13 @@
 :meth:`backends.vllm_server.VLLMServerBackend.launch`, prints the base URL to use, and
 stops the server's whole process group on Ctrl-C (SIGINT), SIGTERM or SIGHUP, also
 when it was started with SIGINT ignored (a background job): see :func:`stop_signals`.
+
+Before anything starts, the model is checked (:func:`backends.vllm_startup.model_problem`):
+a path that is no model folder is refused at once (exit status 2), a hub id that is neither
+cached nor downloadable too (3), each in one line. On vLLM's CPU build the KV cache is sized
+by :meth:`~backends.vllm_server.VLLMServerBackend.launch` unless ``VLLM_CPU_KVCACHE_SPACE``
+is set. A failed start prints one line: the root cause found in vLLM's log, and the log's
+path.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any, TextIO
 
 from backends.errors import BackendUnavailableError
 from backends.vllm_server import VLLMServerBackend
+from backends.vllm_startup import KV_CACHE_ENV, model_problem
 from judge.cli.common import DEFAULT_PORT, MODEL_CARD_SETTINGS, SERVED_MODEL_NAME
 from judge.failures import ExitStatus
 
@@ -81,6 +89,7 @@ def serve(
     allowed_media_domains: Sequence[str] = (),
     startup_timeout: float = 1800.0,
     log_file: str | os.PathLike[str] | None = None,
+    kv_cache_gib: int | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
@@ -106,11 +115,15 @@ def serve(
             every host, loopback and private addresses included.
         startup_timeout: Seconds to wait for the server to become healthy.
         log_file: The server's log; a temporary file when None.
+        kv_cache_gib: The KV cache of vLLM's CPU build, in GiB (``VLLM_CPU_KVCACHE_SPACE``);
+            None: the environment's ``VLLM_CPU_KVCACHE_SPACE``, else sized by
+            :func:`backends.vllm_startup.cpu_kv_cache_gib`.
         out: Where the URL goes (stdout when None).
         err: Where progress goes (stderr when None).
 
     Returns:
         ``ExitStatus.OK`` (0) when the server was stopped by a signal,
+        ``ExitStatus.USAGE`` (2) when ``model`` names no model folder or hub repository,
         ``ExitStatus.UNAVAILABLE`` (3) when it could not start or died.
     """
     out = out or sys.stdout
@@ -123,6 +136,11 @@ def serve(
             file=err,
         )
         return ExitStatus.UNAVAILABLE
+    problem = model_problem(model)
+    if problem is not None:
+        print(f"thinking-judge serve: {problem.message}", file=err)
+        return ExitStatus.USAGE if problem.usage else ExitStatus.UNAVAILABLE
+    env = {KV_CACHE_ENV: str(kv_cache_gib)} if kv_cache_gib is not None else None
     options: dict[str, Any] = {
         "max_model_len": max_model_len,
         "max_num_seqs": max_num_seqs,
@@ -146,11 +164,13 @@ def serve(
                 server_args=media_domain_flags(allowed_media_domains) + list(vllm_args),
                 startup_timeout=startup_timeout,
                 log_file=log_file,
+                env=env,
                 **options,
             )
             code = _run(backend, out, err)
         except BackendUnavailableError as exc:
-            print(f"thinking-judge serve: {exc}", file=err)
+            # the first line: what happened, the root cause from vLLM's log, the log's path
+            print(f"thinking-judge serve: {str(exc).splitlines()[0]}", file=err)
             return ExitStatus.UNAVAILABLE
         except KeyboardInterrupt:
             if backend is None:

@@ -269,12 +269,15 @@ def test_serve_without_vllm_says_how_to_install_it(capsys, monkeypatch):
     assert "thinking-reward-judge[cpu]" in err
 
 
-def test_serve_passes_the_model_card_settings(monkeypatch, capsys):
+def test_serve_passes_the_model_card_settings(monkeypatch, capsys, tmp_path):
     """The card's flags reach ``launch``; arguments after '--' go to vLLM as given."""
     import judge.cli.serve
     from backends.errors import BackendUnavailableError
 
     seen: dict[str, Any] = {}
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")  # a model folder, as far as serve checks
 
     def launch(model: str, **kwargs: Any) -> Any:
         seen.update(kwargs, model=model)
@@ -294,11 +297,20 @@ def test_serve_passes_the_model_card_settings(monkeypatch, capsys):
     assert "exited with code 1" in capsys.readouterr().err
 
     seen.clear()
-    main(["serve", "--tensor-parallel-size", "2"])
+    main(["serve", "--model", "m", "--tensor-parallel-size", "2"])
     assert seen["tensor_parallel_size"] == 2
 
     seen.clear()
-    main(["serve", "--allowed-media-domains", "images.example.com", "cdn.example.org"])
+    main(
+        [
+            "serve",
+            "--model",
+            "m",
+            "--allowed-media-domains",
+            "images.example.com",
+            "cdn.example.org",
+        ]
+    )
     assert seen["server_args"] == [
         "--allowed-media-domains",
         "images.example.com",
@@ -331,6 +343,10 @@ class Backend:
     def __exit__(self, *exc):
         self.close()
 
+import os
+os.makedirs("m")  # the current folder is the test's own
+with open(os.path.join("m", "config.json"), "w") as config:
+    config.write("{}")
 serve.vllm_installed = lambda: True
 serve.VLLMServerBackend.launch = lambda *args, **kwargs: Backend()
 sys.exit(serve.serve("m"))
