@@ -71,7 +71,7 @@ def _number(value: Any) -> float | None:
 
 def _bar_chart(labels: Sequence[str], counts: Sequence[int], title: str, color: str) -> str:
     """A vertical bar chart as inline SVG, counts written over the bars."""
-    width, height, left, bottom, top = 560, 260, 40, 40, 30
+    width, height, left, bottom, top = 560, 270, 40, 40, 42
     plot_w, plot_h = width - left - 10, height - bottom - top
     most = max(counts, default=0) or 1
     slot = plot_w / max(len(counts), 1)

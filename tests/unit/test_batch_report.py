@@ -146,3 +146,18 @@ def test_an_empty_file_makes_a_report_that_says_so():
         "-",
     ]
     assert "No latencies recorded." in page
+
+
+def test_the_report_renders_in_a_browser_with_its_histogram(tmp_path):
+    """Chromium at 1280 px: a page that is not blank, and the histogram's green bars drawn."""
+    from browser import chromium, non_white_share, pixels_near, screenshot
+
+    chromium()  # skips without one, unless THINKING_JUDGE_REQUIRE_BROWSER=1
+    records = [scored(f"r{i}", [1.0, 0.7, 0.7, 0.3][i % 4], 0.5 + i / 100) for i in range(40)]
+    records.append(failed("x", "parse", "no score in the model output 'blank'"))
+    page = tmp_path / "report.html"
+    page.write_text(render_report(records, source="scores.jsonl"), encoding="utf-8")
+    shot = screenshot(page, tmp_path / "report.png")
+    assert non_white_share(shot) > 0.03
+    assert pixels_near(shot, "#2da44e") > 2_000  # the score histogram's bars
+    assert pixels_near(shot, "#0969da") > 1_000  # the expected scores' bars and points
