@@ -78,17 +78,18 @@ def accuracy(
 def build_policy(
     tokenizer_dir: str | Path, seed: int = 0
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A tiny random-weight Qwen2 causal LM (about 200k parameters) and its tokenizer.
+    """A tiny random-weight Qwen2 causal LM and its tokenizer.
 
-    The tokenizer is the tiny test model's (built locally, Qwen's special tokens and
-    chat template), so nothing is downloaded.
+    The tokenizer is the tiny test model's (built locally: Qwen2.5-VL's tokenizer and
+    chat template), so nothing is downloaded; the embedding covers its whole vocabulary
+    (about 10M parameters, nearly all of them the tied embedding).
     """
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = Qwen2Config(
-        vocab_size=2048,  # the tiny model's embedding size
+        vocab_size=len(tokenizer),  # every token id the tokenizer can give
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
