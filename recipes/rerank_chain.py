@@ -44,6 +44,7 @@ from langchain_openai import ChatOpenAI
 
 from backends import VLLMServerBackend
 from judge import RankedResponse, ThinkingRerank, ThinkingRewardJudge, best_of_n
+from judge.errors import JudgmentError
 
 QUESTION = "A shop sells pens at 3 for $2. How much do 12 pens cost?"
 
@@ -108,10 +109,20 @@ def show(ranking: Sequence[RankedResponse]) -> None:
 
 
 def run(policy: Runnable[Any, Any], judge: ThinkingRewardJudge, n: int) -> dict[str, Any]:
-    """Rerank N answers to one question, then take the best of N as one Runnable."""
+    """Rerank N answers to one question, then take the best of N as one Runnable.
+
+    Returns:
+        ``ranking`` (best first, failed judgments last), ``best`` (the best answer's
+        text, or None when none of the N answers could be judged: ``best_of_n`` then
+        refuses to pick one blindly) and ``best_error`` (why, or None).
+    """
     ranking = rerank_chain(policy, judge, n).invoke({"question": QUESTION})
-    best = best_answer_chain(policy, judge, n).invoke({"question": QUESTION})
-    return {"ranking": ranking, "best": best}
+    try:
+        best = best_answer_chain(policy, judge, n).invoke({"question": QUESTION})
+    except JudgmentError as exc:  # no answer could be judged: say so, pick none
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        return {"ranking": ranking, "best": None, "best_error": reason}
+    return {"ranking": ranking, "best": best, "best_error": None}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -141,7 +152,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result = run(policy, judge, args.n)
     print(f"{args.n} answers to {QUESTION!r}, best first:")
     show(result["ranking"])
-    print(f"best of {args.n}: {result['best'][:80]!r}")
+    if result["best"] is None:
+        print(f"best of {args.n}: none, no answer could be judged ({result['best_error']})")
+    else:
+        print(f"best of {args.n}: {result['best'][:80]!r}")
     return result
 
 
