@@ -33,6 +33,39 @@ def dead_judge():
     return ThinkingRewardJudge(backend=backend)
 
 
+DEAD_MARK = "(judged by a dead server)"
+"""A question with this mark goes to :func:`dead_judge`'s server in :class:`RoutedJudge`."""
+
+
+class RoutedJudge:
+    """The live judge, except for questions with :data:`DEAD_MARK`: a failing group beside
+    working ones in one batch, on the same reward workers."""
+
+    def __init__(self):
+        self.live = live_judge()
+        self.dead = dead_judge()
+
+    def pick(self, item):
+        return self.dead if DEAD_MARK in item["question"] else self.live
+
+    async def ainvoke(self, item, config=None, **kwargs):
+        return await self.pick(item).ainvoke(item, config, **kwargs)
+
+    async def abatch(self, items, config=None, *, return_exceptions=False, **kwargs):
+        results = []
+        for item in items:
+            found = await self.pick(item).abatch(
+                [item], config, return_exceptions=return_exceptions, **kwargs
+            )
+            results.extend(found)
+        return results
+
+
+def routed_judge():
+    """The judge the test's reward workers load."""
+    return RoutedJudge()
+
+
 def outcome(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
     """verl's ``compute_score``: 1 for the right answer, 0.3 for a wrong one, 0 for none."""
     if "<answer>" not in solution_str:

@@ -15,10 +15,9 @@ loading ``judge.rl.verl_manager.ThinkingRewardManager`` through
 * ``streamed``: one ``RewardLoopWorker.compute_score`` call per sample, alternating
   between the workers, as verl's agent loop streams rewards
   (``verl/experimental/agent_loop/agent_loop.py``, ``_compute_score``);
-* ``dead``: new workers whose judge's server is gone.
-
 Group ``a`` has an image in verl's stock layout (the dataset's ``images`` column as
-``RLHFDataset`` puts it into ``raw_prompt``); group ``b`` has the same text without.
+``RLHFDataset`` puts it into ``raw_prompt``); group ``b`` has the same text without;
+group ``c``'s question sends it to a judge whose server is gone (``verl_judge.py``).
 The output is one record per sample: mode, uid, the reward and ``reward_extra_info``.
 """
 
@@ -27,7 +26,6 @@ from __future__ import annotations
 import io
 import json
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -41,6 +39,7 @@ from verl import DataProto
 from verl.experimental.reward_loop.reward_loop import RewardLoopManager
 
 QUESTION = "What is the length of side x in the triangle?"
+DEAD_MARK = "(judged by a dead server)"  # verl_judge.DEAD_MARK
 RESPONSES = [  # (response, ground truth 5): right, right, wrong (0.3), no answer (0.0)
     "<think>3-4-5 triangle, so x = 5.</think><answer>5</answer>",
     "<think>By Pythagoras x = sqrt(9 + 16) = 5.</think><answer>5</answer>",
@@ -86,9 +85,9 @@ def config(settings: dict, judge_name: str) -> OmegaConf:
 
 
 def rows(tokenizer, image: bytes) -> DataProto:
-    """2 groups x 4, ordered a0 a1 b0 b1 a2 a3 b2 b3: verl's two chunks split each group."""
-    order = [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("a", 2), ("a", 3), ("b", 2), ("b", 3)]
-    uids = {"a": str(uuid.uuid4()), "b": str(uuid.uuid4())}
+    """3 groups x 4, ordered so that verl's two chunks split each group: a0 a1 b0 b1 c0 c1 | a2 ..."""
+    order = [(g, m) for half in (0, 2) for g in "abc" for m in (half, half + 1)]
+    uids = {g: str(uuid.uuid4()) for g in "abc"}
     n, p_len, r_len = len(order), 32, 48
     prompts = torch.full((n, p_len), tokenizer.pad_token_id or 0, dtype=torch.long)
     responses = torch.full((n, r_len), tokenizer.pad_token_id or 0, dtype=torch.long)
@@ -101,7 +100,8 @@ def rows(tokenizer, image: bytes) -> DataProto:
         responses[i, : len(r_ids)] = torch.tensor(r_ids)
         mask[i, p_len - len(q_ids) : p_len] = 1
         mask[i, p_len : p_len + len(r_ids)] = 1
-        parts = [{"type": "text", "text": QUESTION}]
+        question = QUESTION + (" " + DEAD_MARK if group == "c" else "")
+        parts = [{"type": "text", "text": question}]
         if group == "a":  # RLHFDataset._build_messages: a datasets image dict, "image" added
             picture = Image.open(io.BytesIO(image)).convert("RGB")
             parts.insert(0, {"type": "image", "bytes": image, "path": None, "image": picture})
@@ -131,7 +131,7 @@ def records(mode: str, data: DataProto, scores: list[float], infos: list[dict]) 
             "group": group,
             "member": member,
             "uid": str(data.non_tensor_batch["uid"][i]),
-            "worker": i * 2 // len(data) if mode != "streamed" else i % 2,
+            "worker": i * 2 // len(data) if mode == "batch" else i % 2,
             "reward": float(scores[i]),
             "extra": {k: float(v) for k, v in infos[i].items()},
         }
@@ -156,17 +156,6 @@ def streamed_mode(manager: RewardLoopManager, data: DataProto) -> list[dict]:
     return records("streamed", data, scores, infos)
 
 
-def forget(name: str) -> None:
-    """Wait until a killed actor's name is free again."""
-    for _ in range(600):
-        try:
-            ray.get_actor(name)
-        except ValueError:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"actor {name} is still alive")
-
-
 def main() -> None:
     settings = json.loads(Path(sys.argv[1]).read_text())
     env = {
@@ -184,16 +173,9 @@ def main() -> None:
     try:
         tokenizer = AutoTokenizer.from_pretrained(settings["tokenizer"])
         image = png()
-        out: list[dict] = []
-        manager = RewardLoopManager(config(settings, "live_judge"))
-        out += batch_mode(manager, rows(tokenizer, image), "batch")
+        manager = RewardLoopManager(config(settings, "routed_judge"))
+        out = batch_mode(manager, rows(tokenizer, image), "batch")
         out += streamed_mode(manager, rows(tokenizer, image))
-        for worker in manager.reward_loop_workers:  # their names are verl's, fixed
-            ray.kill(worker)
-        for i in range(len(manager.reward_loop_workers)):
-            forget(f"reward_loop_worker_{i}")
-        dead = RewardLoopManager(config(settings, "dead_judge"))
-        out += batch_mode(dead, rows(tokenizer, image), "dead")
         with open(sys.argv[2], "w") as handle:
             json.dump(out, handle, indent=1)
     finally:
