@@ -77,16 +77,19 @@ ENDS_RUN: frozenset[FailureKind] = frozenset({FailureKind.CONNECTION, FailureKin
 """Kinds that say the backend as a whole cannot be used, not that one input failed."""
 
 _ADVICE: dict[FailureKind, str] = {
-    FailureKind.INPUT: "fix the input (see the message)",
-    FailureKind.PARSE: "the model did not answer with a score; is this the thinking reward model?",
+    FailureKind.INPUT: "fix the input named in the message (an --image path, the question or "
+    "the response)",
+    FailureKind.PARSE: "the model did not answer with a score; is this the thinking reward "
+    "model? (a random-weight test model needs --constrained)",
     FailureKind.CONSTRAINT: "the backend ignored the answer constraint; serve with a vLLM that "
     "supports structured outputs, or drop --constrained",
     FailureKind.CONTEXT_LENGTH: "the prompt does not fit the model's context: serve it with a "
     "larger --max-model-len or shorten the input",
-    FailureKind.CONNECTION: "the server cannot be reached: is it running at that URL?",
+    FailureKind.CONNECTION: "the server cannot be reached: is it running at that URL? "
+    "(start one with thinking-judge serve; test one with thinking-judge check --base-url URL)",
     FailureKind.TIMEOUT: "the server did not answer in time: raise --timeout or lower the load",
-    FailureKind.SERVER: "the server refused the request or sent an unusable reply (see the "
-    "message); check the server's log",
+    FailureKind.SERVER: "the server refused the request or sent an unusable reply; "
+    "thinking-judge check --base-url URL tests the URL, the API key and the model name",
     FailureKind.UNAVAILABLE: "the backend cannot run here (see the message)",
     FailureKind.INTERNAL: "an unexpected error: please report it",
 }

@@ -18,7 +18,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from backends.base import Backend
+from backends.errors import BackendUnavailableError
+from backends.vllm_startup import model_problem
 from judge import DEFAULT_MODEL, JudgmentCache
+from judge.core.parse import excerpt
 from judge.failures import ExitStatus, FailureKind, advice, exit_status
 from judge.runnable import ThinkingRewardJudge
 from judge.types import JudgeInput, ThinkingScore
@@ -185,9 +188,19 @@ def make_backend(args: argparse.Namespace, *, max_concurrency: int = 64) -> Back
 def offline_backend(model: str, **engine_kwargs: Any) -> Backend:
     """A loaded in-process vLLM engine; eager where vLLM runs on the CPU unless told.
 
+    The model is checked first (:func:`backends.vllm_startup.model_problem`): a path that
+    is no model folder, or a hub id neither cached nor downloadable, is refused in one
+    line before vLLM is imported (vLLM would retry the hub for a minute, a line a retry).
+
     Raises:
+        UsageError: ``model`` names no model folder or hub repository.
         BackendUnavailableError: vLLM is missing or the model cannot be loaded.
     """
+    problem = model_problem(model)
+    if problem is not None:
+        if problem.usage:
+            raise UsageError(problem.message)
+        raise BackendUnavailableError(problem.message, backend="vllm-offline")
     # stdout carries the result alone (--json is parsed by scripts); vLLM logs to stdout
     # unless told otherwise. Both settings yield to the user's own environment.
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
@@ -246,24 +259,48 @@ def make_judge(backend: Backend, options: dict[str, Any]) -> ThinkingRewardJudge
         raise UsageError("; ".join(error["msg"] for error in exc.errors())) from exc
 
 
+def score_line(result: ThinkingScore) -> str:
+    """A successful judgment as ``score`` prints it: ``0.7``, or ``0.7 (expected 0.684)``."""
+    line = f"{result.score:g}"
+    if result.expected_score is not None:
+        line += f" (expected {result.expected_score:.3g})"
+    return line
+
+
+def failure_line(result: ThinkingScore) -> str:
+    """A failed judgment in one line: what happened, what the model said, what to do.
+
+    The error's first line (a failed start's message continues with its log), the
+    model's output as a bounded, scrubbed excerpt (:func:`judge.core.parse.excerpt`)
+    unless the message quotes it already, and the advice for its kind
+    (:func:`judge.failures.advice`).
+    """
+    kind = result.error_kind or FailureKind.INTERNAL
+    lines = (result.error or "").strip().splitlines()
+    message = lines[0] if lines else "no reason given"
+    if isinstance(result.raw, str):
+        said = excerpt(result.raw)
+        if said not in message:
+            message += f"; the model said {said}"
+    return f"the judgment failed: {message}; {advice(kind)}"
+
+
 def report(result: ThinkingScore, *, as_json: bool) -> ExitStatus:
     """Print one judgment (the score, or the whole ThinkingScore) and return the exit status.
 
-    A failure is explained on stderr: its message, the model's answer if there was one,
-    and the advice for its kind (:func:`judge.failures.advice`); the exit status is the
-    kind's (:func:`judge.failures.exit_status`).
+    Without ``as_json`` a score is printed as :func:`score_line` (with the expected score
+    when there is one). A failure is explained on stderr in one line
+    (:func:`failure_line`); the exit status is the kind's
+    (:func:`judge.failures.exit_status`).
     """
     if as_json:
         print(result.model_dump_json(indent=2))
     elif result.ok:
-        print(f"{result.score:g}")
+        print(score_line(result))
     if result.ok:
         return ExitStatus.OK
     kind = result.error_kind or FailureKind.INTERNAL
-    say(f"the judgment failed: {result.error}")
-    if isinstance(result.raw, str):
-        say(f"the model said {result.raw[:200]!r}")
-    say(advice(kind))
+    say(failure_line(result))
     return exit_status([kind])
 
 
@@ -283,6 +320,7 @@ __all__ = [
     "default_cache_dir",
     "demo_image",
     "demo_input",
+    "failure_line",
     "judge_options",
     "make_backend",
     "make_judge",
@@ -290,4 +328,5 @@ __all__ = [
     "positive_int",
     "report",
     "say",
+    "score_line",
 ]

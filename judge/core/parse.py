@@ -24,6 +24,12 @@ text that is no score stays a ScoreParseError, cut off or not).
 A completion whose fields have impossible types (:func:`malformed_completion`) is not
 read at all.
 
+A refusal's message quotes the model's output through :func:`excerpt`: on one line, cut to
+:data:`EXCERPT_CHARS`, base64 runs and control characters scrubbed; the whole output stays
+in the error's ``llm_output`` (and the failed score's ``raw``). The message is the parser's
+own: LangChain's ``OutputParserException`` would append a "For troubleshooting, visit ...
+OUTPUT_PARSING_FAILURE" link to it, which says nothing about a score.
+
 The *expected score* (the probability-weighted mean of the answer, from the digit
 tokens' top logprobs) is in :mod:`judge.core.expected`.
 
@@ -39,7 +45,11 @@ from judge.errors import ScoreParseError, TruncatedAnswerError
 
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _WRAPPERS = (("<answer>", "</answer>"), ("\\boxed{", "}"), ("$", "$"), ("**", "**"))
-_MAX_SHOWN = 80
+_BASE64 = re.compile(r"(?:data:[\w/+.-]+;base64,)?[A-Za-z0-9+/]{64,}={0,2}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e]")
+
+EXCERPT_CHARS = 80
+"""The most characters of a model's output an error message quotes."""
 
 MAX_ANSWER_CHARS = 1_000
 """The longest answer parsed: far beyond what the model writes within its ``max_tokens``."""
@@ -57,8 +67,34 @@ SCORE_GRID: tuple[str, ...] = tuple(["0", *(f"0.{d}" for d in range(1, 10)), "1.
 """The answers the model was trained to give, as it writes them."""
 
 
-def _shown(text: str) -> str:
-    return repr(text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "…")
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """The model's output as an error message may quote it: one line, short, scrubbed.
+
+    White space runs become one space, control and invisible formatting characters go,
+    base64 runs of 64 characters or more (an image echoed back) become
+    ``<base64, N chars>``; the rest is cut to ``limit`` characters, with ``…`` and the
+    whole length when cut.
+
+    Args:
+        text: What the model said.
+        limit: The most characters kept.
+
+    Returns:
+        A ``repr``-quoted excerpt, e.g. ``'I would say fairly good'`` or
+        ``'The response is…' (2400 characters)``.
+    """
+    line = " ".join(_CONTROL.sub("", text).split())
+    line = _BASE64.sub(lambda match: f"<base64, {len(match.group())} chars>", line)
+    if len(line) <= limit:
+        return repr(line)
+    return f"{line[:limit]!r}… ({len(text)} characters)"
+
+
+def _refused(message: str, text: str) -> ScoreParseError:
+    """A ScoreParseError whose message is ``message`` alone (no LangChain link)."""
+    error = ScoreParseError(message, llm_output=text)
+    error.args = (message,)  # OutputParserException appended its troubleshooting link
+    return error
 
 
 def _unwrap(text: str) -> str:
@@ -101,23 +137,21 @@ def parse_score(text: str) -> float:
             outside [0, 1].
     """
     if not isinstance(text, str):
-        raise ScoreParseError(f"expected text, got {type(text).__name__}", llm_output=str(text))
+        raise _refused(f"expected text, got {type(text).__name__}", str(text))
     if len(text) > MAX_ANSWER_CHARS:
-        raise ScoreParseError(
+        raise _refused(
             f"the model output is {len(text)} characters long, more than a score's "
-            f"{MAX_ANSWER_CHARS}: {_shown(text)}",
-            llm_output=text,
+            f"{MAX_ANSWER_CHARS}: {excerpt(text)}",
+            text,
         )
     core = _unwrap(text)
     if not core:
-        raise ScoreParseError(f"no score in the model output {_shown(text)}", llm_output=text)
+        raise _refused(f"no score in the model output {excerpt(text)}", text)
     if not _NUMBER.fullmatch(core):
-        raise ScoreParseError(
-            f"the model output {_shown(text)} is not a score in [0, 1]", llm_output=text
-        )
+        raise _refused(f"the model output {excerpt(text)} is not a score in [0, 1]", text)
     value = float(core)
     if not 0.0 <= value <= 1.0:
-        raise ScoreParseError(f"the model output {_shown(text)} is outside [0, 1]", llm_output=text)
+        raise _refused(f"the model output {excerpt(text)} is outside [0, 1]", text)
     return value
 
 
@@ -192,11 +226,13 @@ def constraint_choices(prefix: str = "", suffix: str = "", after: str = "") -> l
 
 
 __all__ = [
+    "EXCERPT_CHARS",
     "FINISHED",
     "MAX_ANSWER_CHARS",
     "SCORE_GRID",
     "check_finished",
     "constraint_choices",
+    "excerpt",
     "malformed_completion",
     "parse_score",
 ]

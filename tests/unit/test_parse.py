@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from langchain_core.exceptions import OutputParserException
 
 from judge import SCORE_GRID, ScoreParseError, parse_score
-from judge.core.parse import MAX_ANSWER_CHARS, check_finished
+from judge.core.parse import MAX_ANSWER_CHARS, check_finished, excerpt
 from judge.errors import TruncatedAnswerError
 
 ACCEPTED = [
@@ -180,3 +180,24 @@ def test_natural_ends_are_finished(reason):
 def test_anything_else_is_not_finished(reason, shown):
     with pytest.raises(TruncatedAnswerError, match=f"finish_reason {shown}"):
         check_finished(reason)
+
+
+@pytest.mark.parametrize("text", ["fairly good", "x" * 5000, "0.5 0.6", "", "1.5"])
+def test_a_refusal_is_the_parsers_own_message_without_langchains_link(text):
+    with pytest.raises(ScoreParseError) as caught:
+        parse_score(text)
+    message = str(caught.value)
+    assert "For troubleshooting" not in message
+    assert "OUTPUT_PARSING_FAILURE" not in message
+    assert "\n" not in message
+    assert caught.value.llm_output == text  # the whole output is kept, only not shown
+
+
+def test_excerpt_is_one_bounded_scrubbed_line():
+    assert excerpt("a\n\n b\tc") == "'a b c'"
+    assert excerpt("ok\x00\u200bfine") == "'okfine'"
+    image = "data:image/jpeg;base64," + "A" * 700
+    assert excerpt(f"see {image} here") == "'see <base64, 723 chars> here'"
+    long = "word " * 100
+    assert excerpt(long) == repr(long[:80]) + "… (500 characters)"
+    assert excerpt(long, limit=4) == "'word'… (500 characters)"
