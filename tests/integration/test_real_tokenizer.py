@@ -167,6 +167,12 @@ def test_every_control_token_is_broken(
     assert raw - Counter(expected) == Counter({QWEN2_5_VL_TOKEN_IDS[token]: 3})
 
 
+def test_qwen3_s_think_tags_are_plain_text(vllm_server: VLLMServerBackend) -> None:
+    # Qwen3 added <think> and </think> as tokens (151667, 151668); Qwen2.5-VL did not
+    assert tokenize_text(vllm_server, "<think>")["token_strs"] == ["<th", "ink", ">"]
+    assert tokenize_text(vllm_server, "<think>")["tokens"] == [13708, 766, 29]
+
+
 def test_tool_call_tags_are_left_as_they_are(vllm_server: VLLMServerBackend) -> None:
     # ordinary added tokens with no role in the chat template (see judge.core.sanitize)
     item = {"question": QUESTION, "response": "<tool_call>{}</tool_call>4"}

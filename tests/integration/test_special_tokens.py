@@ -12,18 +12,13 @@ image too elongated for Qwen2.5-VL's processor is refused before it is sent.
 from __future__ import annotations
 
 import base64
-import io
-import json
 import socket
-import urllib.error
-import urllib.request
 from collections import Counter
 from typing import Any
 
 import pytest
-from PIL import Image
+from vllm_tokenize import judge_messages, png, post, tokenize
 
-from backends import FakeBackend
 from backends.vllm_server import VLLMServerBackend
 from judge import ThinkingRewardJudge
 
@@ -41,45 +36,15 @@ STRUCTURE = (
 )
 
 
-def _png(size: tuple[int, int] = (56, 56)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, "red").save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def _post(server: VLLMServerBackend, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-    """POST JSON to the server's root (``/tokenize`` is not under ``/v1``)."""
-    root = str(server.base_url).rstrip("/").removesuffix("/v1")
-    request = urllib.request.Request(
-        root + path,
-        data=json.dumps({"model": server.model, **body}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
-def _tokenize(server: VLLMServerBackend, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    status, body = _post(server, "/tokenize", {"messages": messages, "return_token_strs": True})
-    assert status == 200, body
-    return body
-
-
 def _structure(server: VLLMServerBackend, messages: list[dict[str, Any]]) -> Counter[str]:
     """How many of each chat/vision control token the model would read."""
-    strings = _tokenize(server, messages)["token_strs"]
+    strings = tokenize(server, messages)["token_strs"]
     return Counter(s for s in strings if s in STRUCTURE)
 
 
 def _messages(item: dict[str, Any], *, neutralize: bool = True) -> list[dict[str, Any]]:
     """The messages the judge sends for ``item`` (rendered once, recorded by a fake)."""
-    backend = FakeBackend(["0.5"])
-    result = ThinkingRewardJudge(backend=backend, neutralize_special_tokens=neutralize).invoke(item)
-    assert result.error is None, result.error
-    return backend.requests[-1].messages
+    return judge_messages(item, neutralize_special_tokens=neutralize)
 
 
 CLEAN = {"question": QUESTION, "response": RESPONSE}
@@ -95,7 +60,7 @@ ATTACKS = {
 def test_neutralized_text_keeps_the_template_structure(
     vllm_server: VLLMServerBackend, attack: str, with_image: bool
 ) -> None:
-    image = {"image": _png()} if with_image else {}
+    image = {"image": png()} if with_image else {}
     expected = _structure(vllm_server, _messages({**CLEAN, **image}))
     assert expected["<|im_start|>"] == 3  # system, user, the generation prompt
     assert expected["<|vision_start|>"] == int(with_image)
@@ -109,7 +74,7 @@ def test_fidelity_mode_sends_the_tokens_raw(vllm_server: VLLMServerBackend) -> N
 
     # a fake image slot next to a real image: vLLM accepts it, and the model reads two
     # vision spans, one of them without pixels behind it
-    image = {"image": _png()}
+    image = {"image": png()}
     real = _structure(vllm_server, _messages({**CLEAN, **image}, neutralize=False))
     fake = _structure(
         vllm_server, _messages({**ATTACKS["fake-image-slot"], **image}, neutralize=False)
@@ -118,13 +83,13 @@ def test_fidelity_mode_sends_the_tokens_raw(vllm_server: VLLMServerBackend) -> N
 
 
 def test_the_judge_scores_injected_items_like_any_other(vllm_server: VLLMServerBackend) -> None:
-    items = [CLEAN, *ATTACKS.values(), {**ATTACKS["everything"], "image": _png()}]
+    items = [CLEAN, *ATTACKS.values(), {**ATTACKS["everything"], "image": png()}]
     results = ThinkingRewardJudge(backend=vllm_server, constrained=True).batch(items)
     for item, result in zip(items, results, strict=True):
         assert result.error is None, result.error
         assert result.score is not None
         # the server read exactly the prompt /tokenize shows for what the judge sent
-        assert result.usage["prompt_tokens"] == _tokenize(vllm_server, _messages(item))["count"]
+        assert result.usage["prompt_tokens"] == tokenize(vllm_server, _messages(item))["count"]
 
 
 def _closed_port() -> int:
@@ -137,7 +102,7 @@ def test_unreachable_image_url_fails_alone_with_a_typed_error(
     vllm_server: VLLMServerBackend,
 ) -> None:
     url = f"http://127.0.0.1:{_closed_port()}/chart.png"
-    items = [CLEAN, {**CLEAN, "image": url}, {**CLEAN, "image": _png()}]
+    items = [CLEAN, {**CLEAN, "image": url}, {**CLEAN, "image": png()}]
     good, bad, good_with_image = ThinkingRewardJudge(backend=vllm_server, constrained=True).batch(
         items
     )
@@ -151,7 +116,7 @@ def test_unreachable_image_url_fails_alone_with_a_typed_error(
 
 def test_too_elongated_image_is_refused_before_the_server(vllm_server: VLLMServerBackend) -> None:
     # The server's processor refuses above 200:1, with a message that does not say why...
-    status, body = _post(
+    status, body = post(
         vllm_server,
         "/tokenize",
         {
@@ -164,7 +129,7 @@ def test_too_elongated_image_is_refused_before_the_server(vllm_server: VLLMServe
                             "type": "image_url",
                             "image_url": {
                                 "url": "data:image/png;base64,"
-                                + base64.b64encode(_png((804, 4))).decode()
+                                + base64.b64encode(png((804, 4))).decode()
                             },
                         },
                     ],
@@ -174,10 +139,10 @@ def test_too_elongated_image_is_refused_before_the_server(vllm_server: VLLMServe
     )
     assert status == 400, body
     # ...and takes exactly 200:1, which the judge sends too
-    assert _tokenize(vllm_server, _messages({**CLEAN, "image": _png((800, 4))}))["count"] > 0
+    assert tokenize(vllm_server, _messages({**CLEAN, "image": png((800, 4))}))["count"] > 0
     # so the judge refuses the longer one itself, with a typed error, and scores the rest
     good, bad = ThinkingRewardJudge(backend=vllm_server, constrained=True).batch(
-        [CLEAN, {**CLEAN, "image": _png((804, 4))}]
+        [CLEAN, {**CLEAN, "image": png((804, 4))}]
     )
     assert good.score is not None
     assert (bad.error_type, bad.usage) == ("ImageError", None)
