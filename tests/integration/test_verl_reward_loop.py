@@ -28,7 +28,9 @@ SUPPORT = ROOT / "tests" / "support"
 INSTALL = 'python3 -m venv .venv-verl && .venv-verl/bin/pip install torch==2.13.0 && .venv-verl/bin/pip install -e ".[verl]"'
 
 
+@pytest.fixture(scope="session")  # session: set up before the session's vLLM server
 def verl_python() -> str:
+    """verl's Python; checked before the vLLM server starts, so a missing one fails at once."""
     given = os.environ.get("THINKING_JUDGE_VERL_PYTHON")
     path = Path(given) if given else ROOT / ".venv-verl" / "bin" / "python"
     if not path.exists():
@@ -42,8 +44,9 @@ def verl_python() -> str:
 
 
 @pytest.fixture(scope="module")
-def verl_run(vllm_server: VLLMServerBackend, tiny_model: Path, tmp_path_factory) -> list[dict]:
-    python = verl_python()
+def verl_run(
+    verl_python: str, vllm_server: VLLMServerBackend, tiny_model: Path, tmp_path_factory
+) -> list[dict]:
     work = tmp_path_factory.mktemp("verl")
     settings = {
         "base_url": str(vllm_server.base_url),
@@ -56,7 +59,7 @@ def verl_run(vllm_server: VLLMServerBackend, tiny_model: Path, tmp_path_factory)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(SUPPORT)}
     env.pop("VIRTUAL_ENV", None)
     proc = subprocess.run(
-        [python, str(SUPPORT / "verl_reward_loop.py"), "settings.json", "out.json"],
+        [verl_python, str(SUPPORT / "verl_reward_loop.py"), "settings.json", "out.json"],
         cwd=work,
         env=env,
         capture_output=True,
