@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from judge.rl.planner import RewardStep, same_key
+from judge.rl.planner import Plan, Planner, RewardStep, Sample, same_key
 
 __all__ = [
     "Collective",
@@ -42,10 +42,13 @@ __all__ = [
     "ProcessFailed",
     "TorchCollective",
     "default_collective",
+    "judged",
     "layout",
     "local_step",
     "part_of",
     "raise_failures",
+    "spread_finish",
+    "spread_plan",
 ]
 
 
@@ -273,3 +276,42 @@ def local_step(
         metrics=dict(whole.metrics),
         errors=errors,
     )
+
+
+def spread_plan(
+    planner: Planner, parts: Sequence[Part], rank: int, samples: list[Sample], trainer_state: Any
+) -> tuple[Layout, list[int], Plan]:
+    """The whole batch's layout and judging order, and this process's share of it.
+
+    Raises:
+        ValueError: Not whole groups, or annealing without the step (on every process).
+    """
+    where = layout(parts, rank, planner.num_generations)
+    step = getattr(trainer_state, "global_step", None)
+    order = planner.order(where.groups, where.outcome, step)
+    outcome = where.outcome
+    if outcome is not None:
+        outcome = outcome[where.start : where.start + where.count]
+    return where, order, Plan(samples, [], outcome, step, where.local(order))
+
+
+def judged(planner: Planner, plan: Plan, results: Sequence[Any]) -> Judged:
+    """What this process tells the others of its judgments (one result per ``plan.order``)."""
+    values, _, errors = planner.values(len(plan.samples), plan.order, results)
+    return Judged(values, errors)
+
+
+def spread_finish(
+    planner: Planner,
+    replies: Sequence[Judged],
+    where: Layout,
+    order: list[int],
+    plan: Plan,
+    results: Sequence[Any],
+) -> RewardStep:
+    """Weigh the whole groups from every process's ``R_t``; keep this process's slice."""
+    values = [value for reply in replies for value in reply.values]
+    errors = [error for reply in replies for error in reply.errors]
+    whole = planner.weigh(where.groups, where.outcome, plan.step, order, values, errors)
+    _, scores, own = planner.values(len(plan.samples), plan.order, results)
+    return local_step(whole, where, scores, own)

@@ -24,13 +24,13 @@ from judge.rl.planner import Plan, RewardStep, Sample, outcome_value
 from judge.rl.processes import (
     Collective,
     Judged,
-    Layout,
     Part,
     default_collective,
-    layout,
-    local_step,
+    judged,
     part_of,
     raise_failures,
+    spread_finish,
+    spread_plan,
 )
 from judge.rl.trust import trust_settings
 from judge.types import JudgeRunnable, ThinkingScore
@@ -155,38 +155,6 @@ class TRLReward(RewardAdapter):
                 )
         return samples, part_of(keys, values, self.planner.num_generations)
 
-    def _spread_plan(
-        self, parts: Sequence[Part], rank: int, samples: list[Sample], trainer_state: Any
-    ) -> tuple[Layout, list[int], Plan]:
-        """The whole batch's layout and judging order, and this process's share of it."""
-        where = layout(parts, rank, self.planner.num_generations)
-        step = getattr(trainer_state, "global_step", None)
-        order = self.planner.order(where.groups, where.outcome, step)
-        outcome = where.outcome
-        if outcome is not None:
-            outcome = outcome[where.start : where.start + where.count]
-        return where, order, Plan(samples, [], outcome, step, where.local(order))
-
-    def _spread_finish(
-        self,
-        replies: Sequence[Judged],
-        where: Layout,
-        order: list[int],
-        plan: Plan,
-        results: Sequence[Any],
-    ) -> RewardStep:
-        """Weigh the whole groups from every process's ``R_t``; keep this process's slice."""
-        values = [value for reply in replies for value in reply.values]
-        errors = [error for reply in replies for error in reply.errors]
-        whole = self.planner.weigh(where.groups, where.outcome, plan.step, order, values, errors)
-        _, scores, own = self.planner.values(len(plan.samples), plan.order, results)
-        return local_step(whole, where, scores, own)
-
-    def _judged(self, plan: Plan, results: Sequence[Any]) -> Judged:
-        """What this process tells the others of its judgments."""
-        values, _, errors = self.planner.values(len(plan.samples), plan.order, results)
-        return Judged(values, errors)
-
     def _done(
         self,
         step: RewardStep,
@@ -247,6 +215,16 @@ class GRPOReward(TRLReward):
             ``name/thinking_mean``, ``name/calls_saved``, ``name/failures``...) and
             in the completions table's columns ``name/thinking`` and ``name/gamma``
             (never ``name`` itself: that is the reward's own column).
+        collective: How this process reaches the run's other processes; None (the
+            default) finds them in ``torch.distributed`` when a run of several is set
+            up (``torchrun`` / ``accelerate launch``), else the call is one process's.
+
+    On several processes, TRL hands each its consecutive part of the generation batch,
+    so a group may span processes (per-device batch 4, ``num_generations=8``): the
+    outcomes are gathered, every process plans the whole groups, each judges only its
+    own completions, the thinking scores are gathered, and each process gets its own
+    slice of the whole groups' rewards (see :mod:`judge.rl.processes`). An error on one
+    process is raised on every process.
 
     TRL awaits it on an event loop of its own that it never closes: pass
     :meth:`callback` to the trainer (or call :meth:`close` after training) to close the
@@ -318,19 +296,21 @@ class GRPOReward(TRLReward):
             own, part = error, Part.failed(error)
         parts = await asyncio.to_thread(processes.all_gather, part)
         raise_failures([p.error for p in parts], processes.rank, own)
-        where, order, plan = self._spread_plan(parts, processes.rank, samples, trainer_state)
+        where, order, plan = spread_plan(
+            self.planner, parts, processes.rank, samples, trainer_state
+        )
         results: Sequence[ThinkingScore | BaseException] = ()
         try:
             if plan.order:
                 results = await self.judge.abatch(
                     plan.inputs(), self._config(), return_exceptions=True
                 )
-            mine = self._judged(plan, results)
+            mine = judged(self.planner, plan, results)
         except Exception as error:
             own, mine = error, Judged.failed(error)
         replies = await asyncio.to_thread(processes.all_gather, mine)
         raise_failures([r.error for r in replies], processes.rank, own)
-        return self._spread_finish(replies, where, order, plan, results)
+        return spread_finish(self.planner, replies, where, order, plan, results)
 
     async def aclose(self) -> None:
         """Close the judge's HTTP sessions opened on the running event loop.
@@ -470,14 +450,16 @@ class SyncGRPOReward(TRLReward):
             own, part = error, Part.failed(error)
         parts = processes.all_gather(part)
         raise_failures([p.error for p in parts], processes.rank, own)
-        where, order, plan = self._spread_plan(parts, processes.rank, samples, trainer_state)
+        where, order, plan = spread_plan(
+            self.planner, parts, processes.rank, samples, trainer_state
+        )
         results: Sequence[ThinkingScore | BaseException] = ()
         try:
             if plan.order:
                 results = self.judge.batch(plan.inputs(), self._config(), return_exceptions=True)
-            mine = self._judged(plan, results)
+            mine = judged(self.planner, plan, results)
         except Exception as error:
             own, mine = error, Judged.failed(error)
         replies = processes.all_gather(mine)
         raise_failures([r.error for r in replies], processes.rank, own)
-        return self._spread_finish(replies, where, order, plan, results)
+        return spread_finish(self.planner, replies, where, order, plan, results)
