@@ -12,7 +12,8 @@ call against a vLLM server of the reward model, and answers in OpenRLHF's shape:
 
 The server is ``$THINKING_JUDGE_BASE_URL`` (e.g. ``http://127.0.0.1:8000/v1``, from
 ``thinking-judge serve``), the served model name ``$THINKING_JUDGE_MODEL``
-(``thinking-reward-model``). A failed judgment (after the backend's own retries) raises
+(``thinking-reward-model``); ``THINKING_JUDGE_CONSTRAINED=1`` constrains the answers to
+the score grid (vLLM structured outputs). A failed judgment (after the backend's own retries) raises
 :class:`judge.rl.openrlhf.JudgmentsFailed`, which stops OpenRLHF's step instead of
 training on an invented reward (OpenRLHF logs the error, the sample has no reward, and
 the step fails when its experiences are made); set ``$THINKING_JUDGE_FAILURE_REWARD`` to
@@ -57,7 +58,10 @@ def get_judge() -> JudgeRunnable:
             if not base_url:
                 raise RuntimeError("set THINKING_JUDGE_BASE_URL to the judge server's /v1 URL")
             model = os.environ.get("THINKING_JUDGE_MODEL", "thinking-reward-model")
-            JUDGE = ThinkingRewardJudge(backend=VLLMServerBackend(base_url, model))
+            constrained = os.environ.get("THINKING_JUDGE_CONSTRAINED", "") not in ("", "0")
+            JUDGE = ThinkingRewardJudge(
+                backend=VLLMServerBackend(base_url, model), constrained=constrained
+            )
         return JUDGE
 
 
