@@ -56,7 +56,14 @@ def verl_run(
         "support": str(SUPPORT),
     }
     (work / "settings.json").write_text(json.dumps(settings))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(SUPPORT)}
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # Ray's memory monitor kills workers when the whole machine is short of memory,
+        # whoever uses it: on a shared test machine that is somebody else's server
+        "RAY_memory_monitor_refresh_ms": "0",
+        "PYTHONPATH": str(SUPPORT),
+    }
     env.pop("VIRTUAL_ENV", None)
     proc = subprocess.run(
         [verl_python, str(SUPPORT / "verl_reward_loop.py"), "settings.json", "out.json"],
