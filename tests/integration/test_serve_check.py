@@ -3,7 +3,10 @@
 ``serve`` is started as a subprocess on the tiny model, on the CPU: the test waits for
 the URL line (a blocking read: no sleeps, no polling), checks the server with
 ``check``, sends SIGINT as Ctrl-C does, and asserts that the command exits 0 and that
-no process of the server's process group is left.
+no process of the server's process group is left. It runs with ``VLLM_CPU_KVCACHE_SPACE``
+removed from the environment, as a newcomer's shell has it: ``serve`` sizes the KV cache
+of vLLM's CPU build itself. A start made to fail (a KV cache larger than the machine)
+prints vLLM's root cause in one line.
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ def test_serve_prints_the_url_and_stops_cleanly_on_ctrl_c(tiny_model: Path, tmp_
         json.dumps(LIMIT_MM),
     ]
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    del env["VLLM_CPU_KVCACHE_SPACE"]  # serve sizes it (the suite sets it for its own servers)
     with stderr.open("wb") as err:
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=env
@@ -155,3 +159,45 @@ def test_serve_prints_the_url_and_stops_cleanly_on_ctrl_c(tiny_model: Path, tmp_
     assert process.stdout.read() == b""  # the URL was the only line on stdout
     process.stdout.close()
     assert left == []
+
+
+def test_a_failed_serve_prints_the_root_cause_in_one_line(
+    tiny_model: Path, tmp_path: Path, monkeypatch, capsys
+):
+    # The user's own override, far beyond the machine: vLLM refuses at its KV allocation.
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "100000")
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    log = tmp_path / "vllm.log"
+    status = main(
+        [
+            "serve",
+            "--model",
+            str(tiny_model),
+            "--port",
+            "0",
+            "--max-model-len",
+            "4096",
+            "--max-num-seqs",
+            "4",
+            "--startup-timeout",
+            "900",
+            "--log-file",
+            str(log),
+            "--",
+            "--dtype",
+            "bfloat16",
+            "--enforce-eager",
+            "--skip-mm-profiling",
+            "--limit-mm-per-prompt",
+            json.dumps(LIMIT_MM),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert status == ExitStatus.UNAVAILABLE, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2, err  # "starting ...", then why it failed
+    assert lines[1].startswith("thinking-judge serve: the vLLM server exited with code ")
+    assert "ValueError: Available memory on node " in lines[1]
+    assert "is less than requested memory for kv (100000.0 GiB)" in lines[1]
+    assert lines[1].endswith(f"(log: {log})")
+    assert "Engine core initialization failed" in log.read_text()  # vLLM's last line
