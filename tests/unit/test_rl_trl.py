@@ -25,7 +25,7 @@ from trl_processes import ThreadRanks, split
 from backends import FakeBackend, OpenAICompatibleBackend
 from backends.errors import BackendError
 from judge import GRPOReward, SyncGRPOReward, ThinkingRewardJudge
-from judge.rl.processes import ProcessFailed
+from judge.rl.processes import Part, ProcessFailed, TorchCollective, default_collective
 
 # -- the call, formats, order, failures ----------------------------------------------------------
 
@@ -574,3 +574,20 @@ def test_without_torch_distributed_a_reward_is_one_process():
     assert reward._processes() is None
     with pytest.raises(ValueError, match="4 completions are not whole groups"):
         call_as_trl(reward, ["P"] * 4, list(SPANNING_R_O)[:4])
+
+
+def test_torch_collective_over_gloo(tmp_path):
+    # One real gloo process group (world size 1): the gather torchrun's processes use.
+    dist = pytest.importorskip("torch.distributed")
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        assert default_collective() is None  # one process: the single-process call
+        collective = TorchCollective()
+        assert collective.rank == 0
+        assert collective.all_gather(Part(count=2, outcome=[1.0, None])) == [
+            Part(count=2, outcome=[1.0, None])
+        ]
+    finally:
+        dist.destroy_process_group()
