@@ -23,7 +23,8 @@ under docs/ is extracted and run:
 A block that needs the real model, a GPU, a trainer or a cluster is marked in the
 Markdown by an HTML comment on the line before it, ``<!-- skip-test: the reason -->``;
 README's two install commands carry ``<!-- main-command -->`` / ``<!-- test-command -->``
-(CI runs them on a clean clone). Skipped blocks are printed with their reason, and the
+(CI runs them on a clean clone), as do the same commands elsewhere; a block that installs
+packages (``pip install``...) is never run. Skipped blocks are printed with their reason, and the
 test asserts how many blocks ran, so it cannot pass on an empty extraction.
 """
 
@@ -34,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -57,6 +59,7 @@ BUILT_IN_SKIPS = {
     "<!-- main-command -->": "README's install-and-demo command: CI runs it on a clean clone",
     "<!-- test-command -->": "README's install-and-test command: CI runs it on a clean clone",
 }
+INSTALLS = re.compile(r"\bpip3? install\b|\b(?:uv pip|conda|apt-get|apt) install\b")
 MIN_RUN = 30
 """At least this many blocks run (53 blocks in all when this was written)."""
 PAGE_TIMEOUT = 240
@@ -96,6 +99,8 @@ def extract(page: Path) -> list[Block]:
         before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1].strip()
         marked = SKIP.match(before)
         skip = marked.group(1) if marked else BUILT_IN_SKIPS.get(before)
+        if skip is None and INSTALLS.search(match.group(2)):
+            skip = "installs packages (a test installs nothing; CI installs on a clean clone)"
         blocks.append(
             Block(
                 page=page.relative_to(ROOT).as_posix(),
@@ -135,10 +140,11 @@ def same_commands(blocks: list[Block]) -> list[Block]:
 ALL_BLOCKS = same_commands([block for page in PAGES for block in extract(page)])
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder laid out like the repository's root, and an empty HOME beside it."""
-    base = tmp_path_factory.mktemp("docs-examples")
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A folder laid out like the repository's root, and an empty HOME beside it (per page:
+    what one page's commands write does not change what the next page's do)."""
+    base = tmp_path
     work = base / "clone"
     work.mkdir()
     shutil.copytree(ROOT / "docs", work / "docs")
@@ -193,6 +199,30 @@ def failed_commands(code: str, done: subprocess.CompletedProcess[str]) -> list[s
     return problems
 
 
+def run_bounded(
+    command: list[str], work: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in its own session; on time-out, kill its whole process group."""
+    with subprocess.Popen(
+        command,
+        cwd=work,
+        env=environment(work),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as process:
+        try:
+            out, err = process.communicate(stdin, timeout=PAGE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+            err += f"\n(killed after {PAGE_TIMEOUT} s)"
+            return subprocess.CompletedProcess(command, -9, out, err)
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 def shell_code(block: Block) -> str:
     """The commands a shell or console block runs."""
     return block.code if block.kind == "shell" else console_commands(block.code)
@@ -200,21 +230,8 @@ def shell_code(block: Block) -> str:
 
 def run_shell(block: Block, work: Path, base_url: str) -> subprocess.CompletedProcess[str]:
     """Run every command of a shell or console block (each status reported by a trap)."""
-    return subprocess.run(
-        [
-            "bash",
-            "-o",
-            "pipefail",
-            "-c",
-            TRAP + shell_code(block).replace(DOCUMENTED_URL, base_url),
-        ],
-        cwd=work,
-        env=environment(work),
-        capture_output=True,
-        text=True,
-        timeout=PAGE_TIMEOUT,
-        check=False,
-    )
+    script = TRAP + shell_code(block).replace(DOCUMENTED_URL, base_url)
+    return run_bounded(["bash", "-o", "pipefail", "-c", script], work)
 
 
 DRIVER = textwrap.dedent(
@@ -239,16 +256,7 @@ DRIVER = textwrap.dedent(
 def run_python(blocks: list[Block], work: Path, base_url: str) -> dict[str, str | None]:
     """Run one page's python blocks in one interpreter; each block's traceback or None."""
     sources = [[b.where, b.code.replace(DOCUMENTED_URL, base_url)] for b in blocks]
-    done = subprocess.run(
-        [sys.executable, "-c", DRIVER],
-        input=json.dumps(sources),
-        cwd=work,
-        env=environment(work),
-        capture_output=True,
-        text=True,
-        timeout=PAGE_TIMEOUT,
-        check=False,
-    )
+    done = run_bounded([sys.executable, "-c", DRIVER], work, stdin=json.dumps(sources))
     marker = "RESULTS "
     last = [line for line in done.stdout.splitlines() if line.startswith(marker)]
     assert last, f"the interpreter died (status {done.returncode}):\n{done.stderr[-3000:]}"
