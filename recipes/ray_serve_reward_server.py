@@ -26,6 +26,11 @@ against a judge server (``thinking-judge serve``, or the tiny test model's)::
 It runs until Ctrl-C or SIGTERM, then stops Serve and the Ray it started. On a cluster,
 ``--address auto`` joins it (the package installed on every node), and ``--host 0.0.0.0``
 exposes the proxy: the server has no authentication, keep it on a private network.
+The local Ray and Serve's proxy listen on 127.0.0.1 only, except for one thing Ray Serve
+does itself: each replica opens its inter-deployment gRPC server on every interface, on
+a random port (``add_port_to_grpc_server(self._server, "[::]:0")`` in
+``ray/serve/_private/replica.py``, Ray 2.60; no option changes it, ray-project/ray#64544),
+so on a machine reachable from networks you do not trust, firewall it.
 Needs the ``ray`` and ``server`` extras (``pip install -e ".[ray,server]"``). See
 docs/rl-rewards.md (the OpenRLHF section) and docs/scale-out.md.
 """
