@@ -119,7 +119,8 @@ def test_the_image_reaches_the_judge(verl_run: list[dict]):
     for mode in ("batch", "streamed"):
         tokens: dict[str, dict[int, float]] = {"a": {}, "b": {}}
         for record in verl_run:
-            if record["mode"] == mode and record["extra"]["thinking_judged"] == 1.0:
+            judged = record["extra"]["thinking_judged"] == 1.0
+            if record["mode"] == mode and record["group"] in tokens and judged:
                 tokens[record["group"]][record["member"]] = record["extra"][
                     "thinking_prompt_tokens"
                 ]
