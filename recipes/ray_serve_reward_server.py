@@ -94,7 +94,7 @@ def build_application(args: argparse.Namespace) -> Any:
     if __name__ != "__main__":  # imported by file: replicas cannot import this module by name
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-    def build() -> Any:
+    def build() -> Any:  # an ingress builder, run in each replica (Ray >= 2.47: ray#52892)
         return build_asgi_app(args)
 
     @serve.deployment(
