@@ -97,6 +97,9 @@ class ScoreParseError(JudgmentError, OutputParserException):
 
     def __init__(self, message: str, *, llm_output: str) -> None:
         OutputParserException.__init__(self, message, llm_output=llm_output)
+        # LangChain appends a "For troubleshooting, visit ... OUTPUT_PARSING_FAILURE" link
+        # to the message; it says nothing about a score, so the message stays as given.
+        self.args = (message,)
 
 
 __all__ = [

@@ -27,8 +27,7 @@ read at all.
 A refusal's message quotes the model's output through :func:`excerpt`: on one line, cut to
 :data:`EXCERPT_CHARS`, base64 runs and control characters scrubbed; the whole output stays
 in the error's ``llm_output`` (and the failed score's ``raw``). The message is the parser's
-own: LangChain's ``OutputParserException`` would append a "For troubleshooting, visit ...
-OUTPUT_PARSING_FAILURE" link to it, which says nothing about a score.
+own (:class:`~judge.errors.ScoreParseError` keeps LangChain's troubleshooting link out).
 
 The *expected score* (the probability-weighted mean of the answer, from the digit
 tokens' top logprobs) is in :mod:`judge.core.expected`.
@@ -90,13 +89,6 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return f"{line[:limit]!r}… ({len(text)} characters)"
 
 
-def _refused(message: str, text: str) -> ScoreParseError:
-    """A ScoreParseError whose message is ``message`` alone (no LangChain link)."""
-    error = ScoreParseError(message, llm_output=text)
-    error.args = (message,)  # OutputParserException appended its troubleshooting link
-    return error
-
-
 def _unwrap(text: str) -> str:
     """Peel the accepted wrappers and white space off ``text`` while one encloses it all.
 
@@ -137,21 +129,25 @@ def parse_score(text: str) -> float:
             outside [0, 1].
     """
     if not isinstance(text, str):
-        raise _refused(f"expected text, got {type(text).__name__}", str(text))
+        raise ScoreParseError(f"expected text, got {type(text).__name__}", llm_output=str(text))
     if len(text) > MAX_ANSWER_CHARS:
-        raise _refused(
+        raise ScoreParseError(
             f"the model output is {len(text)} characters long, more than a score's "
             f"{MAX_ANSWER_CHARS}: {excerpt(text)}",
-            text,
+            llm_output=text,
         )
     core = _unwrap(text)
     if not core:
-        raise _refused(f"no score in the model output {excerpt(text)}", text)
+        raise ScoreParseError(f"no score in the model output {excerpt(text)}", llm_output=text)
     if not _NUMBER.fullmatch(core):
-        raise _refused(f"the model output {excerpt(text)} is not a score in [0, 1]", text)
+        raise ScoreParseError(
+            f"the model output {excerpt(text)} is not a score in [0, 1]", llm_output=text
+        )
     value = float(core)
     if not 0.0 <= value <= 1.0:
-        raise _refused(f"the model output {excerpt(text)} is outside [0, 1]", text)
+        raise ScoreParseError(
+            f"the model output {excerpt(text)} is outside [0, 1]", llm_output=text
+        )
     return value
 
 
