@@ -13,6 +13,11 @@ process to :class:`ServerProcess`, which
   (:func:`backends.vllm_startup.root_cause`: ``Available memory ... less than desired``,
   not ``Engine core initialization failed. See root cause above.``), the end of the log
   follows;
+* holds its lifeline: the write end of a pipe whose read end only the server has
+  (:data:`LIFELINE_ENV` names it). When this process dies in a way that runs no clean-up
+  (SIGKILL, the OOM killer), the pipe closes and the server's start-up hook
+  (``backends/_torch_compat_site/sitecustomize.py``) stops the server's process group,
+  so a killed client never leaves a multi-GB server behind;
 * stops it: SIGTERM to the whole group, SIGKILL after a grace period, the leader
   reaped; descendants that left the group are signalled too (found with psutil, which
   vLLM installs); also when the backend that owns it is garbage-collected, and at the
@@ -208,6 +213,25 @@ def _signal_each(processes: Sequence[Any], sig: int) -> None:
             child.send_signal(sig)
 
 
+LIFELINE_ENV = "THINKING_JUDGE_LIFELINE_FD"
+"""The variable that tells a started server which inherited file descriptor is its lifeline.
+
+Read (and removed from its environment, so its own children do not watch) by the
+start-up hook of the processes the project starts: at end of file, the process stops
+its group (SIGTERM, then SIGKILL).
+"""
+
+
+def _cut_and_stop(process: subprocess.Popen[bytes], grace: float, lifeline: int | None) -> None:
+    """Stop the process (see :func:`stop_process`), then close its lifeline if it has one."""
+    try:
+        stop_process(process, grace)
+    finally:
+        if lifeline is not None:
+            with contextlib.suppress(OSError):
+                os.close(lifeline)
+
+
 def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM the process's group, SIGKILL it after ``grace`` seconds; reap the leader.
 
@@ -263,13 +287,14 @@ class ServerProcess:
         owner: object,
         secrets: Sequence[str] = (),
         name: str = "vllm-server",
+        lifeline: int | None = None,
     ) -> None:
         self.process = process
         self.log_path = log_path
         self.name = name
         self._secrets = tuple(secret for secret in secrets if secret)
         # Holds the process, not the owner: the owner's collection stops the server.
-        self._stop = weakref.finalize(owner, stop_process, process, grace)
+        self._stop = weakref.finalize(owner, _cut_and_stop, process, grace, lifeline)
 
     @classmethod
     def start(
@@ -306,6 +331,9 @@ class ServerProcess:
             log_file = temporary
         log_path = Path(log_file)
         logger.info("starting a vLLM server; log: %s", log_path)
+        # Both ends are close-on-exec: only the server gets the read end (pass_fds), and
+        # no other process this one starts keeps the write end open.
+        watched, lifeline = os.pipe()
         try:
             with log_path.open("ab") as log:
                 process = subprocess.Popen(
@@ -313,14 +341,26 @@ class ServerProcess:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=dict(env),
+                    env={**env, LIFELINE_ENV: str(watched)},
                     start_new_session=True,
+                    pass_fds=(watched,),
                 )
         except OSError as exc:
+            os.close(lifeline)
             raise BackendUnavailableError(
                 f"the vLLM server cannot be started: {exc}", backend=name
             ) from None
-        return cls(process, log_path, grace=grace, owner=owner, secrets=secrets, name=name)
+        finally:
+            os.close(watched)
+        return cls(
+            process,
+            log_path,
+            grace=grace,
+            owner=owner,
+            secrets=secrets,
+            name=name,
+            lifeline=lifeline,
+        )
 
     def wait_until_healthy(self, healthy: Callable[[float], bool], startup_timeout: float) -> None:
         """Return once ``healthy`` says so while the process runs.
@@ -370,6 +410,7 @@ class ServerProcess:
 
 
 __all__ = [
+    "LIFELINE_ENV",
     "ServerProcess",
     "api_root",
     "free_port",

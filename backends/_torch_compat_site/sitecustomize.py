@@ -5,12 +5,51 @@ the head of ``PYTHONPATH`` (``backends._torch_compat.child_environment``). It lo
 ``backends/_torch_compat.py`` by its path (the ``backends`` package is not imported),
 arranges for the torch repair to run right after the first ``import torch``, then runs
 the ``sitecustomize`` this interpreter would otherwise have run. See that module.
+
+A server the launcher started (``backends/vllm_launch.py``) also finds its lifeline here:
+``THINKING_JUDGE_LIFELINE_FD`` names the read end of a pipe whose write end only the
+launching process holds. A daemon thread waits on it; at end of file (the launcher is gone,
+even by SIGKILL) it stops this process's group: SIGTERM, then SIGKILL after a grace.
 """
 
 import importlib.util
 import os
+import signal
 import sys
+import threading
+import time
 import warnings
+
+_LIFELINE_GRACE = 10.0
+"""Seconds the process group is given to stop after SIGTERM before SIGKILL."""
+
+
+def _hold_lifeline() -> None:
+    name = "THINKING_JUDGE_LIFELINE_FD"
+    value = os.environ.pop(name, None)  # this process watches; its children do not
+    if value is None:
+        return
+    try:
+        fd = int(value)
+        os.set_inheritable(fd, False)
+    except (ValueError, OSError):
+        return
+
+    def watch() -> None:
+        try:
+            while os.read(fd, 1):
+                pass
+        except OSError:
+            pass
+        group = os.getpgid(0)
+        try:
+            os.killpg(group, signal.SIGTERM)
+            time.sleep(_LIFELINE_GRACE)
+            os.killpg(group, signal.SIGKILL)
+        except OSError:
+            pass
+
+    threading.Thread(target=watch, name="thinking-judge-lifeline", daemon=True).start()
 
 
 def _start() -> None:
@@ -32,4 +71,5 @@ def _start() -> None:
     module.run_next_sitecustomize(here)
 
 
+_hold_lifeline()
 _start()
