@@ -7,7 +7,6 @@ without an outcome reward, the call raises :class:`~judge.errors.JudgmentError`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -94,7 +93,7 @@ class FrameworkReward(RewardAdapter):
         return plan
 
     def _results(self, step: RewardStep, main: str) -> list[dict[str, float]]:
-        """One dict per sample; a failed judgment keeps its outcome reward alone.
+        """One dict per sample, all values finite; a failed judgment keeps its outcome reward.
 
         Raises:
             JudgmentError: A judgment failed and there is no outcome reward to fall back on.
@@ -116,18 +115,24 @@ class FrameworkReward(RewardAdapter):
             out.append(
                 {
                     main: float(score),
-                    "thinking": _nan(step.thinking[i]),
+                    "thinking": _finite(step.thinking[i]),
                     "thinking_failed": float(judged and step.thinking[i] is None),
                     "judged": float(judged),
                     "gamma": step.gamma[i],
-                    **({"outcome": _nan(r_o)} if step.outcome is not None else {}),
+                    **({"outcome": _finite(r_o)} if step.outcome is not None else {}),
                 }
             )
         return out
 
 
-def _nan(value: float | None) -> float:
-    return math.nan if value is None else float(value)
+def _finite(value: float | None) -> float:
+    """``value``, or 0.0 where there is none.
+
+    verl and EasyR1 average every key of every result into their metrics, where one NaN
+    makes the mean NaN; a missing thinking score is flagged by ``thinking_failed`` (a
+    failed judgment) or ``judged`` (a skip rule saved the call) instead.
+    """
+    return 0.0 if value is None else float(value)
 
 
 def step_from(*sources: Mapping[str, Any] | None) -> int | None:

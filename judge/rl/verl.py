@@ -200,7 +200,7 @@ class VerlReward(FrameworkReward):
             ]
         step = step_from(kwargs, infos[0] if infos else None)
         plan = self._plan_batch(samples, outcome, step)
-        return [_finite(result) for result in self._results(self._run(plan), "score")]
+        return self._results(self._run(plan), "score")
 
     def _judge_sync(self, plan: Plan) -> Sequence[ThinkingScore | BaseException]:
         inputs = plan.inputs()
@@ -225,9 +225,4 @@ class VerlReward(FrameworkReward):
                 "judged": 1.0,
                 "gamma": 1.0,
             }
-        return _finite(self._results(step, "score")[0])
-
-
-def _finite(result: dict[str, float]) -> dict[str, float]:
-    """A result dict without NaN (verl averages these): a missing value is 0.0, flagged."""
-    return {key: 0.0 if math.isnan(value) else value for key, value in result.items()}
+        return self._results(step, "score")[0]

@@ -207,6 +207,26 @@ def test_easyr1_through_its_reward_manager_with_packed_answers(tmp_path):
     assert tensor[0][1] == pytest.approx(1.0 + 0.3 * 0.5)
 
 
+def test_easyr1_failed_judgment_keeps_the_outcome_and_its_metric_means_finite(tmp_path):
+    """EasyR1 averages every key of every score into its metrics: no NaN may reach them."""
+    backend = FakeBackend(script=["0.5", "not a score"])
+    reward = EasyR1Reward(
+        ThinkingRewardJudge(backend=backend),
+        outcome_reward=lambda inputs: [1.0 for _ in inputs],
+        trust=False,
+        skip_saturated=False,
+        skip_below=None,
+    )
+    prepared = easyr1_row({"problem": "3+4?", "answer": "7"}, prompt_key="problem")
+    examples = [dataset_example(prepared)] * 2
+    tensor, metrics = AutoRewardManager(reward).compute_reward(["7", "7"], [1, 1], examples)
+    assert tensor[0][0] == pytest.approx(1.0 + 0.3 * 0.5)
+    assert tensor[1][0] == pytest.approx(1.0)  # the failed one keeps its outcome reward
+    assert metrics["thinking_failed"] == [0.0, 1.0]
+    for key, values in metrics.items():
+        assert all(math.isfinite(value) for value in values), key
+
+
 def test_easyr1_plain_answers_fail_with_the_way_out():
     reward = EasyR1Reward(ThinkingRewardJudge(backend=FakeBackend(scores=[0.5])))
     example = dataset_example({"prompt": "3+4?", "answer": "7", "images": ["a.png"]})
