@@ -28,6 +28,32 @@ from judge.failures import ExitStatus
 LIMIT_MM = {"image": 2, "video": 0}  # as the session server (conftest.py)
 
 
+def _serve_args(tiny_model: Path, log: Path) -> list[str]:
+    """``thinking-judge serve``'s arguments for the tiny model on a free port, small."""
+    return [
+        "serve",
+        "--model",
+        str(tiny_model),
+        "--port",
+        "0",
+        "--max-model-len",
+        "4096",
+        "--max-num-seqs",
+        "4",
+        "--startup-timeout",
+        "900",
+        "--log-file",
+        str(log),
+        "--",
+        "--dtype",
+        "bfloat16",
+        "--enforce-eager",
+        "--skip-mm-profiling",
+        "--limit-mm-per-prompt",
+        json.dumps(LIMIT_MM),
+    ]
+
+
 def test_check_passes_on_the_real_server(vllm_server: VLLMServerBackend, capsys):
     # The tiny model has random weights: only a constrained answer is a score.
     status = main(["check", "--base-url", str(vllm_server.base_url), "--constrained"])
@@ -97,31 +123,7 @@ def _server_pgid(port: int) -> int:
 def test_serve_prints_the_url_and_stops_cleanly_on_ctrl_c(tiny_model: Path, tmp_path: Path):
     stderr = tmp_path / "serve.err"
     log = tmp_path / "vllm.log"
-    command = [
-        sys.executable,
-        "-m",
-        "judge.cli",
-        "serve",
-        "--model",
-        str(tiny_model),
-        "--port",
-        "0",
-        "--max-model-len",
-        "4096",
-        "--max-num-seqs",
-        "4",
-        "--startup-timeout",
-        "900",
-        "--log-file",
-        str(log),
-        "--",
-        "--dtype",
-        "bfloat16",
-        "--enforce-eager",
-        "--skip-mm-profiling",
-        "--limit-mm-per-prompt",
-        json.dumps(LIMIT_MM),
-    ]
+    command = [sys.executable, "-m", "judge.cli", *_serve_args(tiny_model, log)]
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
     del env["VLLM_CPU_KVCACHE_SPACE"]  # serve sizes it (the suite sets it for its own servers)
     with stderr.open("wb") as err:
@@ -168,30 +170,7 @@ def test_a_failed_serve_prints_the_root_cause_in_one_line(
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "100000")
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
     log = tmp_path / "vllm.log"
-    status = main(
-        [
-            "serve",
-            "--model",
-            str(tiny_model),
-            "--port",
-            "0",
-            "--max-model-len",
-            "4096",
-            "--max-num-seqs",
-            "4",
-            "--startup-timeout",
-            "900",
-            "--log-file",
-            str(log),
-            "--",
-            "--dtype",
-            "bfloat16",
-            "--enforce-eager",
-            "--skip-mm-profiling",
-            "--limit-mm-per-prompt",
-            json.dumps(LIMIT_MM),
-        ]
-    )
+    status = main(_serve_args(tiny_model, log))
     err = capsys.readouterr().err
     assert status == ExitStatus.UNAVAILABLE, err
     lines = err.strip().splitlines()
