@@ -28,7 +28,7 @@ failed judgment is no error here: it is a None ``R_t``, as with one process.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,12 +36,16 @@ from judge.rl.planner import Plan, Planner, RewardStep, Sample, same_key
 
 __all__ = [
     "Collective",
+    "Gather",
+    "JudgeCall",
     "Judged",
     "Layout",
     "Part",
     "ProcessFailed",
     "TorchCollective",
+    "adrive",
     "default_collective",
+    "drive",
     "judged",
     "layout",
     "local_step",
@@ -49,6 +53,7 @@ __all__ = [
     "raise_failures",
     "spread_finish",
     "spread_plan",
+    "spread_step",
 ]
 
 
@@ -315,3 +320,112 @@ def spread_finish(
     whole = planner.weigh(where.groups, where.outcome, plan.step, order, values, errors)
     _, scores, own = planner.values(len(plan.samples), plan.order, results)
     return local_step(whole, where, scores, own)
+
+
+@dataclass(frozen=True)
+class Gather:
+    """What :func:`spread_step` asks for: ``item`` all-gathered from every process."""
+
+    item: Part | Judged
+
+
+@dataclass(frozen=True)
+class JudgeCall:
+    """What :func:`spread_step` asks for: ``inputs`` judged (exceptions returned, not raised)."""
+
+    inputs: list[Any]
+
+
+Step = Generator[Gather | JudgeCall, Any, RewardStep]
+"""A step across processes: it yields what it needs, is sent the answers, returns the step."""
+
+
+def spread_step(
+    planner: Planner,
+    rank: int,
+    prepared: tuple[list[Sample], Part] | Exception,
+    trainer_state: Any,
+) -> Step:
+    """One reward step across processes, without I/O (driven by :func:`drive` / :func:`adrive`).
+
+    Args:
+        planner: This process's planner (the same settings on every process).
+        rank: This process's index.
+        prepared: This process's samples and the part it tells the others, or the error
+            that reading its arguments raised (told to the others, raised everywhere).
+        trainer_state: TRL's trainer state (its ``global_step``).
+
+    Yields:
+        A :class:`Gather` (sent back: one item per process, in rank order), then a
+        :class:`JudgeCall` when this process has completions to judge (sent back: one
+        result per input; an exception thrown in instead fails this process's
+        judgments, told to the others), then a :class:`Gather` of the judgments.
+
+    Returns:
+        This process's slice of the whole step.
+
+    Raises:
+        ProcessFailed: Another process failed (after the same gathers).
+    """
+    own: Exception | None = prepared if isinstance(prepared, Exception) else None
+    samples: list[Sample] = []
+    if isinstance(prepared, Exception):
+        part = Part.failed(prepared)
+    else:
+        samples, part = prepared
+    parts: Sequence[Part] = yield Gather(part)
+    raise_failures([p.error for p in parts], rank, own)
+    where, order, plan = spread_plan(planner, parts, rank, samples, trainer_state)
+    results: Sequence[Any] = ()
+    try:
+        if plan.order:
+            results = yield JudgeCall(plan.inputs())
+        mine = judged(planner, plan, results)
+    except Exception as error:
+        own, mine = error, Judged.failed(error)
+    replies: Sequence[Judged] = yield Gather(mine)
+    raise_failures([r.error for r in replies], rank, own)
+    return spread_finish(planner, replies, where, order, plan, results)
+
+
+def drive(
+    step: Step,
+    gather: Callable[[Part | Judged], Sequence[Any]],
+    judge: Callable[[list[Any]], Sequence[Any]],
+) -> RewardStep:
+    """Run ``step`` with blocking calls: ``gather`` for a :class:`Gather`, ``judge`` else."""
+    reply: Any = None
+    failure: Exception | None = None
+    while True:
+        try:
+            request = step.throw(failure) if failure is not None else step.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        failure = None
+        try:
+            reply = gather(request.item) if isinstance(request, Gather) else judge(request.inputs)
+        except Exception as error:
+            failure = error
+
+
+async def adrive(
+    step: Step,
+    gather: Callable[[Part | Judged], Awaitable[Sequence[Any]]],
+    judge: Callable[[list[Any]], Awaitable[Sequence[Any]]],
+) -> RewardStep:
+    """:func:`drive`, awaiting ``gather`` and ``judge``."""
+    reply: Any = None
+    failure: Exception | None = None
+    while True:
+        try:
+            request = step.throw(failure) if failure is not None else step.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        failure = None
+        try:
+            if isinstance(request, Gather):
+                reply = await gather(request.item)
+            else:
+                reply = await judge(request.inputs)
+        except Exception as error:
+            failure = error

@@ -23,17 +23,15 @@ from judge.rl.base import RewardAdapter, close_awaitable
 from judge.rl.planner import Plan, RewardStep, Sample, outcome_value
 from judge.rl.processes import (
     Collective,
-    Judged,
     Part,
+    adrive,
     default_collective,
-    judged,
+    drive,
     part_of,
-    raise_failures,
-    spread_finish,
-    spread_plan,
+    spread_step,
 )
 from judge.rl.trust import trust_settings
-from judge.types import JudgeRunnable, ThinkingScore
+from judge.types import JudgeRunnable
 
 __all__ = ["GRPOReward", "SyncGRPOReward", "TRLReward", "aclose_sessions"]
 
@@ -285,32 +283,19 @@ class GRPOReward(TRLReward):
         The gathers run in a worker thread, so that the reward loop goes on serving
         TRL's other async rewards while this process waits for the others.
         """
-        samples: list[Sample] = []
-        own: Exception | None = None
+        prepared: tuple[list[Sample], Part] | Exception
         try:
             outcome = self._outcome(prompts, completions, completion_ids, trainer_state, kwargs)
             if inspect.isawaitable(outcome):
                 outcome = await outcome
-            samples, part = self._part(prompts, completions, outcome, kwargs)
-        except Exception as error:  # told to the others, raised on every process below
-            own, part = error, Part.failed(error)
-        parts = await asyncio.to_thread(processes.all_gather, part)
-        raise_failures([p.error for p in parts], processes.rank, own)
-        where, order, plan = spread_plan(
-            self.planner, parts, processes.rank, samples, trainer_state
+            prepared = self._part(prompts, completions, outcome, kwargs)
+        except Exception as error:  # told to the others, raised on every process
+            prepared = error
+        return await adrive(
+            spread_step(self.planner, processes.rank, prepared, trainer_state),
+            gather=lambda item: asyncio.to_thread(processes.all_gather, item),
+            judge=lambda inputs: self.judge.abatch(inputs, self._config(), return_exceptions=True),
         )
-        results: Sequence[ThinkingScore | BaseException] = ()
-        try:
-            if plan.order:
-                results = await self.judge.abatch(
-                    plan.inputs(), self._config(), return_exceptions=True
-                )
-            mine = judged(self.planner, plan, results)
-        except Exception as error:
-            own, mine = error, Judged.failed(error)
-        replies = await asyncio.to_thread(processes.all_gather, mine)
-        raise_failures([r.error for r in replies], processes.rank, own)
-        return spread_finish(self.planner, replies, where, order, plan, results)
 
     async def aclose(self) -> None:
         """Close the judge's HTTP sessions opened on the running event loop.
@@ -439,27 +424,16 @@ class SyncGRPOReward(TRLReward):
         kwargs: Mapping[str, Any],
     ) -> RewardStep:
         """:meth:`GRPOReward._across`, blocking."""
-        samples: list[Sample] = []
-        own: Exception | None = None
+        prepared: tuple[list[Sample], Part] | Exception
         try:
             outcome = self._sync_outcome(
                 prompts, completions, completion_ids, trainer_state, kwargs
             )
-            samples, part = self._part(prompts, completions, outcome, kwargs)
-        except Exception as error:  # told to the others, raised on every process below
-            own, part = error, Part.failed(error)
-        parts = processes.all_gather(part)
-        raise_failures([p.error for p in parts], processes.rank, own)
-        where, order, plan = spread_plan(
-            self.planner, parts, processes.rank, samples, trainer_state
+            prepared = self._part(prompts, completions, outcome, kwargs)
+        except Exception as error:  # told to the others, raised on every process
+            prepared = error
+        return drive(
+            spread_step(self.planner, processes.rank, prepared, trainer_state),
+            gather=processes.all_gather,
+            judge=lambda inputs: self.judge.batch(inputs, self._config(), return_exceptions=True),
         )
-        results: Sequence[ThinkingScore | BaseException] = ()
-        try:
-            if plan.order:
-                results = self.judge.batch(plan.inputs(), self._config(), return_exceptions=True)
-            mine = judged(self.planner, plan, results)
-        except Exception as error:
-            own, mine = error, Judged.failed(error)
-        replies = processes.all_gather(mine)
-        raise_failures([r.error for r in replies], processes.rank, own)
-        return spread_finish(self.planner, replies, where, order, plan, results)

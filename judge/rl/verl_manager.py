@@ -77,23 +77,6 @@ class GateActor:
         return len(self.gate)
 
 
-class _LocalGate:
-    """The same calls on an in-process gate, when no Ray runtime is up."""
-
-    def __init__(self) -> None:
-        self.gate = GroupGate()
-
-    async def join(
-        self, key: str, size: int, outcome: float, timeout: float
-    ) -> tuple[int, list[float]] | None:
-        return await self.gate.join(key, size, outcome, timeout)
-
-    async def report(
-        self, key: str, slot: int, thinking: float | None, timeout: float
-    ) -> list[float | None] | None:
-        return await self.gate.report(key, slot, thinking, timeout)
-
-
 class _RayGate:
     """A handle on the named gate actor, made by the first worker to ask."""
 
@@ -189,8 +172,9 @@ class ThinkingRewardManager(RewardManagerBase):  # type: ignore[misc]
             skip_below=self.settings.skip_below,
         )
         self.judge = judge if judge is not None else load_judge(self.settings)
-        self.gate: _LocalGate | _RayGate = (
-            _RayGate(self.settings.gate_name) if ray.is_initialized() else _LocalGate()
+        # Without a Ray runtime (one process), the actor's class serves in-process.
+        self.gate: GateActor | _RayGate = (
+            _RayGate(self.settings.gate_name) if ray.is_initialized() else GateActor()
         )
 
     async def run_single(self, data: Any) -> dict[str, Any]:
