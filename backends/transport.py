@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -416,9 +418,27 @@ class Transport:
                 f"invalid HTTP reply from {shown}: {self.safe(exc.message)}", backend=self.name
             )
         return BackendConnectionError(
-            f"connection to {shown} failed: {type(exc).__name__}: {self.safe(str(exc))}",
+            f"connection to {shown} failed: {self.safe(_connect_reason(exc))}",
             backend=self.name,
         )
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """Why a connection failed, in the system's words where it has them.
+
+    aiohttp's own text repeats the host and adds ``ssl:default [Connect call failed
+    ('127.0.0.1', 9)]``; the operating system's reason (``Connection refused``, ``No route
+    to host``) is what a person can act on.
+    """
+    cause = getattr(exc, "os_error", None)
+    number = getattr(cause, "errno", None)
+    if not isinstance(exc, aiohttp.ClientConnectorError):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(cause, socket.gaierror):
+        return f"the host name does not resolve ({cause.strerror})"
+    if isinstance(number, int) and number > 0:
+        return os.strerror(number)
+    return f"{type(exc).__name__}: {exc}"
 
 
 __all__ = [

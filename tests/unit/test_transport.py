@@ -141,6 +141,15 @@ async def test_get_errors_are_typed_and_never_show_the_key(host):
     assert "bad key ***" in str(error)
 
 
+async def test_a_failed_connection_says_why_in_the_system_s_words():
+    """A refused port reads 'Connection refused', not aiohttp's 'ssl:default [...]' text."""
+    async with Transport(name="t", timeout=5.0) as transport:
+        with pytest.raises(BackendConnectionError) as refused:
+            await transport.get(_dead_url())
+    assert str(refused.value).endswith("failed: Connection refused")
+    assert "ssl:default" not in str(refused.value)
+
+
 @pytest.mark.parametrize("declared", [False, True])
 async def test_a_reply_past_the_limit_fails_unread(host, declared):
     limit = 256 * 1024
