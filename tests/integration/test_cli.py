@@ -88,24 +88,36 @@ def test_a_dead_server_is_one_clear_line_and_exit_3():
     assert "127.0.0.1:9" in lines[0]
 
 
-def test_a_model_that_cannot_be_loaded_is_one_clear_line_and_exit_3(tmp_path):
+def test_a_missing_model_folder_is_one_line_at_once_and_exit_2(tmp_path):
+    """A path that does not exist is refused before vLLM loads (no hub retries)."""
     missing = tmp_path / "no-such-model"
     proc = thinking_judge(
-        "score",
-        "--backend",
-        "offline",
-        "--model",
-        str(missing),
-        "--question",
-        QUESTION,
-        "--response",
-        RESPONSE,
-    )
+        "score", "--backend", "offline", "--model", str(missing), "--question", QUESTION,
+        "--response", RESPONSE,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "no such folder" in lines[0]
+    assert str(missing) in lines[0]
+
+
+def test_a_model_that_cannot_be_loaded_is_one_clear_line_and_exit_3(tmp_path):
+    """A folder vLLM cannot load (a config without a model type) ends in one clear line."""
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    proc = thinking_judge(
+        "score", "--backend", "offline", "--model", str(broken), "--question", QUESTION,
+        "--response", RESPONSE,
+    )  # fmt: skip
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert proc.stdout == ""
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("thinking-judge: cannot load model")
-    assert str(missing) in last
+    assert str(broken) in last
+    assert "Traceback" not in proc.stderr
 
 
 def test_server_backend_without_a_url_is_a_usage_error(monkeypatch):
