@@ -23,7 +23,9 @@ Run it against a vLLM server serving the thinking reward model::
 
 (``--model`` defaults to ``thinking-reward-model``; ``THINKING_JUDGE_BASE_URL`` and
 ``THINKING_JUDGE_MODEL`` may stand for the flags; the server's API key, if any, is read
-from ``VLLM_API_KEY``.)
+from ``VLLM_API_KEY``. Against a random-weight test model, whose agent answers with
+blank lines, ``--agent-regex '<think>[a-z ]{4,24}</think><answer>[0-9]{1,3}</answer>'``
+constrains the agent's answers through vLLM's structured outputs.)
 """
 
 from __future__ import annotations
@@ -174,6 +176,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--model", default=os.environ.get("THINKING_JUDGE_MODEL", "thinking-reward-model")
     )
+    parser.add_argument(
+        "--agent-regex",
+        help="constrain the agent's answers to this regular expression (vLLM's structured "
+        "outputs): for a random-weight test model, which answers with blank lines",
+    )
     args = parser.parse_args(argv)
     if not args.base_url:
         parser.error("give --base-url or set THINKING_JUDGE_BASE_URL")
@@ -190,6 +197,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         temperature=0.0,
         max_tokens=48,
         timeout=120,
+        # vLLM's structured outputs: a random-weight test model otherwise answers with
+        # blank lines, which the judge rightly refuses.
+        extra_body=(
+            {"structured_outputs": {"regex": args.agent_regex}} if args.agent_regex else None
+        ),
     )
     with VLLMServerBackend(args.base_url, args.model) as backend:
         judge = ThinkingRewardJudge(backend=backend, constrained=True)

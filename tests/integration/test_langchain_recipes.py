@@ -58,7 +58,9 @@ def server_args(vllm_server: VLLMServerBackend) -> list[str]:
 @pytest.mark.filterwarnings("ignore:'upload_runs' parameter is in beta")
 def test_langsmith_evaluate_recipe(server_args, only_loopback, capsys):
     recipe = load_recipe("langsmith_evaluate")
-    summary = recipe.main(server_args)
+    # The random-weight agent answers in the reasoning format instead of blank lines.
+    agent = ["--agent-regex", r"<think>[a-z ]{4,24}</think><answer>[0-9]{1,3}</answer>"]
+    summary = recipe.main([*server_args, *agent])
     keys = {"thinking_reward", "thinking_reward_fn"}
     for mode in ("sync", "async"):
         lines = summary[mode]
