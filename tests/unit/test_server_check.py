@@ -354,9 +354,12 @@ sys.exit(serve.serve("m"))
 
 
 # As a shell's `serve &` does: the signals ignored, then exec (which keeps them ignored).
+# SIGHUP is set to its default whatever this test run inherited: under `nohup` it is
+# ignored, and serve rightly keeps it so (test_serve_keeps_sighup_ignored_under_nohup).
 IGNORING_STOP_SIGNALS = (
     "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
     "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "signal.signal(signal.SIGHUP, signal.SIG_DFL); "
     "os.execv(sys.executable, [sys.executable, '-c', sys.argv[1]])"
 )
 
