@@ -517,7 +517,7 @@ def _group_image_rows(args: argparse.Namespace) -> list[Row]:
     n = max(group, args.n or (32 if args.quick else 128))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        photos = [_photo(p) for p in range(n // group)]
+        photos = [_photo(p) for p in range(-(-n // group))]  # a last, partial group too
         paths = []
         for p, photo in enumerate(photos):
             paths.append(Path(tmp) / f"photo-{p}.png")
