@@ -165,12 +165,12 @@ class JudgmentCache:
             is bypassed with a :class:`CacheWarning` until it is free).
 
     Example:
-        .. code-block:: python
-
-            cache = JudgmentCache("judgments.sqlite")
-            judge = ThinkingRewardJudge(backend=backend, cache=cache)
-            judge.batch(inputs)
-            cache.stats   # CacheStats(hits=..., misses=..., writes=..., errors=...)
+        ```python
+        cache = JudgmentCache("judgments.sqlite")
+        judge = ThinkingRewardJudge(backend=backend, cache=cache)
+        judge.batch(inputs)
+        cache.stats   # CacheStats(hits=..., misses=..., writes=..., errors=...)
+        ```
     """
 
     def __init__(

@@ -116,12 +116,12 @@ class CachingBackend(Backend):
             every one. BackendErrors are never stored.
 
     Example:
-        .. code-block:: python
-
-            backend = CachingBackend(VLLMServerBackend(base_url=url, model=name),
-                                     JudgmentCache("judgments.sqlite"))
-            [first] = backend.generate([request])    # first.cached is False
-            [again] = backend.generate([request])    # again.cached is True: no request sent
+        ```python
+        backend = CachingBackend(VLLMServerBackend(base_url=url, model=name),
+                                 JudgmentCache("judgments.sqlite"))
+        [first] = backend.generate([request])    # first.cached is False
+        [again] = backend.generate([request])    # again.cached is True: no request sent
+        ```
     """
 
     def __init__(

@@ -239,15 +239,15 @@ class ChatModelBackend(Backend):
             by default; a request asking for it is refused.
 
     Example:
-        .. code-block:: python
+        ```python
+        from langchain_openai import ChatOpenAI
 
-            from langchain_openai import ChatOpenAI
-
-            llm = ChatOpenAI(base_url="http://127.0.0.1:8000/v1",
-                             model="thinking-reward-model", api_key="EMPTY")
-            backend = ChatModelBackend(llm, supports_repetition_penalty=True,
-                                       supports_structured_outputs=True)
-            ThinkingRewardJudge(backend=backend).invoke({"question": "...", "response": "..."})
+        llm = ChatOpenAI(base_url="http://127.0.0.1:8000/v1",
+                         model="thinking-reward-model", api_key="EMPTY")
+        backend = ChatModelBackend(llm, supports_repetition_penalty=True,
+                                   supports_structured_outputs=True)
+        ThinkingRewardJudge(backend=backend).invoke({"question": "...", "response": "..."})
+        ```
 
     Raises:
         TypeError: ``llm`` is not a ``BaseChatModel``.

@@ -54,11 +54,11 @@ class VLLMOfflineBackend(SyncBackend):
             ``limit_mm_per_prompt``, ``enforce_eager``, ``tensor_parallel_size``).
 
     Example:
-        .. code-block:: python
-
-            backend = VLLMOfflineBackend("bunny127/SophiaVL-R1-Thinking-Reward-Model-3B",
-                                         max_model_len=8192)
-            judge = ThinkingRewardJudge(backend=backend)
+        ```python
+        backend = VLLMOfflineBackend("bunny127/SophiaVL-R1-Thinking-Reward-Model-3B",
+                                     max_model_len=8192)
+        judge = ThinkingRewardJudge(backend=backend)
+        ```
     """
 
     name = "vllm-offline"

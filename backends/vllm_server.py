@@ -369,11 +369,11 @@ class VLLMServerBackend(OpenAICompatibleBackend):
                 (``limit_mm_per_prompt={"image": 2}``).
 
         Example:
-            .. code-block:: python
-
-                with VLLMServerBackend.launch("bunny127/SophiaVL-R1-Thinking-Reward-Model-3B",
-                                              max_model_len=8192, enforce_eager=True) as backend:
-                    ThinkingRewardJudge(backend=backend).batch(inputs)
+            ```python
+            with VLLMServerBackend.launch("bunny127/SophiaVL-R1-Thinking-Reward-Model-3B",
+                                          max_model_len=8192, enforce_eager=True) as backend:
+                ThinkingRewardJudge(backend=backend).batch(inputs)
+            ```
 
         A ``model`` written as a path that is no model folder (``./no-such-folder``) is
         refused at once (:func:`backends.vllm_startup.model_problem`, without asking the

@@ -180,13 +180,13 @@ class ThinkingRerank(RunnableSerializable[RerankInput, list[RankedResponse]]):
     """Rerank candidate responses to a question by the thinking reward model.
 
     Example:
-        .. code-block:: python
-
-            rerank = ThinkingRerank(judge=judge)
-            ranked = rerank.invoke({"question": "What is 2+2?",
-                                    "responses": [ai_message, "<think>...</think>..."]})
-            best = ranked[0].response      # as given
-            ranked[0].score.score          # its score
+        ```python
+        rerank = ThinkingRerank(judge=judge)
+        ranked = rerank.invoke({"question": "What is 2+2?",
+                                "responses": [ai_message, "<think>...</think>..."]})
+        best = ranked[0].response      # as given
+        ranked[0].score.score          # its score
+        ```
 
     Attributes:
         judge: The judge; all candidates of one rerank go to it in one batch.
@@ -398,11 +398,11 @@ def best_of_n(
         sample failed, it raises the generator's first error.
 
     Example:
-        .. code-block:: python
-
-            llm = ChatOpenAI(model="my-policy", temperature=1.0)
-            best = best_of_n(prompt | llm, judge, n=8)
-            message = best.invoke({"question": "What is 2+2?"})
+        ```python
+        llm = ChatOpenAI(model="my-policy", temperature=1.0)
+        best = best_of_n(prompt | llm, judge, n=8)
+        message = best.invoke({"question": "What is 2+2?"})
+        ```
     """
     fields: dict[str, Any] = {
         "generator": generator,

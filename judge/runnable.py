@@ -43,17 +43,17 @@ class ThinkingRewardJudge(RunnableSerializable[JudgeInput, ThinkingScore]):
     """Scores the thinking in a response with the SophiaVL-R1 Thinking Reward Model.
 
     Example:
-        .. code-block:: python
+        ```python
+        from backends import VLLMServerBackend
+        from judge import ThinkingRewardJudge
 
-            from backends import VLLMServerBackend
-            from judge import ThinkingRewardJudge
-
-            judge = ThinkingRewardJudge(
-                backend=VLLMServerBackend(base_url="http://127.0.0.1:8000/v1",
-                                          model="thinking-reward-model"))
-            s = judge.invoke({"question": "What is 2+2?",
-                              "response": "<think>2+2=4</think><answer>4</answer>"})
-            s.score  # a float in [0, 1], or None with s.error saying why
+        judge = ThinkingRewardJudge(
+            backend=VLLMServerBackend(base_url="http://127.0.0.1:8000/v1",
+                                      model="thinking-reward-model"))
+        s = judge.invoke({"question": "What is 2+2?",
+                          "response": "<think>2+2=4</think><answer>4</answer>"})
+        s.score  # a float in [0, 1], or None with s.error saying why
+        ```
 
     Attributes:
         backend: Where requests go (see :mod:`backends`).

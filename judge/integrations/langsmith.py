@@ -59,11 +59,11 @@ class ThinkingRunEvaluator(RunEvaluator):
         use_expected_score: Report the expected score when the judge computes one.
 
     Example:
-        .. code-block:: python
+        ```python
+        from langsmith import evaluate
 
-            from langsmith import evaluate
-
-            evaluate(target, data="my-dataset", evaluators=[judge.as_langsmith_evaluator()])
+        evaluate(target, data="my-dataset", evaluators=[judge.as_langsmith_evaluator()])
+        ```
     """
 
     def __init__(

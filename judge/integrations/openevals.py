@@ -83,12 +83,12 @@ def create_thinking_evaluator(
         ValueError: ``key`` is empty.
 
     Example:
-        .. code-block:: python
-
-            evaluator = judge.as_evaluator()
-            evaluator(inputs={"question": "What is 2+2?"},
-                      outputs={"response": "<think>2+2=4</think><answer>4</answer>"})
-            langsmith.evaluate(target, data=examples, evaluators=[evaluator])
+        ```python
+        evaluator = judge.as_evaluator()
+        evaluator(inputs={"question": "What is 2+2?"},
+                  outputs={"response": "<think>2+2=4</think><answer>4</answer>"})
+        langsmith.evaluate(target, data=examples, evaluators=[evaluator])
+        ```
     """
     found = evaluation(key, prepare, use_expected_score)
 

@@ -232,11 +232,11 @@ class GRPOReward(TRLReward):
         ValueError: Settings that do not fit together.
 
     Example:
-        .. code-block:: python
-
-            reward = judge.as_reward_func(outcome_reward=accuracy, anneal_steps=500,
-                                          include_outcome=False, num_generations=8)
-            trainer = GRPOTrainer(model=..., reward_funcs=[accuracy, reward], ...)
+        ```python
+        reward = judge.as_reward_func(outcome_reward=accuracy, anneal_steps=500,
+                                      include_outcome=False, num_generations=8)
+        trainer = GRPOTrainer(model=..., reward_funcs=[accuracy, reward], ...)
+        ```
     """
 
     _asynchronous = True
@@ -334,10 +334,10 @@ class GRPOReward(TRLReward):
         """A ``transformers.TrainerCallback`` that calls :meth:`close` when training ends.
 
         Example:
-            .. code-block:: python
-
-                trainer = GRPOTrainer(..., reward_funcs=[accuracy, reward],
-                                      callbacks=[reward.callback()])
+            ```python
+            trainer = GRPOTrainer(..., reward_funcs=[accuracy, reward],
+                                  callbacks=[reward.callback()])
+            ```
         """
         from transformers import TrainerCallback
 

@@ -65,10 +65,10 @@ class FakeBackend(SyncBackend):
             outside [0, 1].
 
     Example:
-        .. code-block:: python
-
-            judge = ThinkingRewardJudge(backend=FakeBackend(scores=[0.7, 1.0]))
-            assert judge.invoke({"question": "q", "response": "r"}).score == 0.7
+        ```python
+        judge = ThinkingRewardJudge(backend=FakeBackend(scores=[0.7, 1.0]))
+        assert judge.invoke({"question": "q", "response": "r"}).score == 0.7
+        ```
     """
 
     name = "fake"
