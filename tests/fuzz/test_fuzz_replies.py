@@ -7,13 +7,13 @@ body.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from reply_values import JSON, SCALARS, encode, well_typed
 from threaded_host import ScriptedHost
 
 from backends.base import Completion
@@ -22,20 +22,6 @@ from backends.openai_wire import NotACompletion, parse_completion
 from judge import ThinkingRewardJudge, ThinkingScore
 from judge.failures import FailureKind
 
-SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=20)
-)
-JSON = st.recursive(
-    SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5)
-    ),
-    max_leaves=25,
-)
 KEYS = st.sampled_from(
     [
         "choices",
@@ -61,10 +47,6 @@ NEAR = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=6),
     max_leaves=30,
 )
-
-
-def dumps(value: Any) -> bytes:
-    return json.dumps(value, allow_nan=True).encode()
 
 
 def either(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -122,7 +104,7 @@ COMPLETION = maybe(
         "error": maybe({"message": st.text(max_size=20)}),
     }
 )
-BODIES = st.binary(max_size=200) | JSON.map(dumps) | NEAR.map(dumps) | COMPLETION.map(dumps)
+BODIES = st.binary(max_size=200) | JSON.map(encode) | NEAR.map(encode) | COMPLETION.map(encode)
 
 
 @given(BODIES)
@@ -134,12 +116,7 @@ def test_the_reply_reader_returns_a_completion_or_says_why_not(body: bytes):
         assert why  # says why not
         return
     assert isinstance(completion, Completion)
-    assert isinstance(completion.text, str)
-    for token in completion.logprobs or ():
-        assert isinstance(token.token, str)
-        assert isinstance(token.logprob, float)
-    usage = completion.usage()
-    assert usage is None or all(isinstance(v, int) and v >= 0 for v in usage.values())
+    well_typed(completion)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ Budgets are small numbers of examples (CI's fuzz stage runs more in tests/fuzz).
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage
+from reply_values import JSON, encode, well_typed
 from threaded_host import ScriptedHost
 
 from backends.base import Completion, JudgeRequest
@@ -33,20 +33,6 @@ SLOW = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
-SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**80), max_value=2**80)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=12)
-)
-JSON = st.recursive(
-    SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=20,
-)
 VALID: dict[str, Any] = {
     "model": "served",
     "choices": [
@@ -106,34 +92,12 @@ def mutated(draw: st.DrawFn) -> Any:
     return data
 
 
-def encode(value: Any) -> bytes:
-    return json.dumps(value, allow_nan=True).encode()
-
-
 BODIES = (
     mutated().map(encode)
     | JSON.map(encode)
     | st.binary(max_size=200)
     | mutated().map(lambda v: encode(v)[: len(encode(v)) // 2])  # truncated
 )
-
-
-def well_typed(completion: Completion) -> None:
-    assert isinstance(completion.text, str)
-    assert completion.finish_reason is None or isinstance(completion.finish_reason, str)
-    assert isinstance(completion.model, str)
-    assert completion.model
-    for count in (completion.prompt_tokens, completion.completion_tokens):
-        assert count is None or (type(count) is int and 0 <= count < 2**53)
-    usage = completion.usage()
-    assert usage is None or all(type(v) is int for v in usage.values())
-    json.dumps(usage)  # what a score's metadata will hold
-    for entry in completion.logprobs or ():
-        assert isinstance(entry.token, str)
-        assert type(entry.logprob) is float
-        for token, logprob in entry.top:
-            assert isinstance(token, str)
-            assert type(logprob) is float
 
 
 @FAST
