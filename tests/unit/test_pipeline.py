@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pytest
+from pipeline_stub import Capabilities
 
 from backends.base import Completion, JudgeRequest, Result, TokenLogprob
 from backends.errors import BackendTimeoutError
@@ -16,20 +17,6 @@ from judge.failures import FailureKind
 from judge.types import ThinkingScore
 
 ITEM = {"question": "What is 2+2?", "response": "<think>2+2=4</think>4"}
-
-
-class Capabilities:
-    """What the pipeline reads of a backend; it has no generate/agenerate at all."""
-
-    name = "stub"
-    supports_repetition_penalty = True
-    supports_continuation = True
-
-    def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": "m"}
-
-    def sent_sampling(self, request: JudgeRequest) -> dict[str, Any]:
-        return request.sampling()
 
 
 def run(

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from model_card import card_prompt  # the verbatim copy of the card's f-string
+from pipeline_stub import Capabilities
 
 from backends.base import Completion, JudgeRequest, TokenLogprob
 from judge import SCORE_GRID, ScoreParseError, ThinkingRewardJudge, ThinkingScore, parse_score
@@ -297,7 +298,7 @@ def test_whatever_a_backend_returns_each_judgment_is_a_score_or_a_typed_failure(
     def reply(request: JudgeRequest) -> Completion:
         return rest if request.continue_final_message else next(replies)
 
-    pipeline = JudgmentPipeline(JudgeOptions(expected_score=True), _Capabilities())
+    pipeline = JudgmentPipeline(JudgeOptions(expected_score=True), Capabilities())
     item = {"question": "q", "response": "r"}
     steps = pipeline.run([item] * len(answers))
     done, value = advance(steps, None)
@@ -312,15 +313,3 @@ def test_whatever_a_backend_returns_each_judgment_is_a_score_or_a_typed_failure(
         else:
             assert 0.0 <= score.score <= 1.0
             assert score.expected_score is None or 0.0 <= score.expected_score <= 1.0
-
-
-class _Capabilities:
-    name = "stub"
-    supports_repetition_penalty = True
-    supports_continuation = True
-
-    def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": "m"}
-
-    def sent_sampling(self, request: JudgeRequest) -> dict[str, Any]:
-        return request.sampling()
