@@ -37,7 +37,16 @@ from judge.failures import failure_kind
 from judge.rl.trust import TrustGRPO
 from judge.types import JudgeInput, ThinkingScore
 
-__all__ = ["Plan", "Planner", "RewardStep", "Sample", "describe", "outcome_value", "same_key"]
+__all__ = [
+    "Plan",
+    "Planner",
+    "RewardStep",
+    "Sample",
+    "describe",
+    "judged_value",
+    "outcome_value",
+    "same_key",
+]
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,20 @@ class RewardStep:
     scores: dict[int, ThinkingScore | BaseException] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+
+
+def judged_value(result: ThinkingScore | BaseException, use_expected: bool) -> float | None:
+    """``R_t`` of one judgment; None when it failed (never 0).
+
+    Args:
+        result: The judge's result, or the exception it returned.
+        use_expected: Take ``expected_score`` when there is one.
+    """
+    if not isinstance(result, ThinkingScore) or not result.ok:
+        return None
+    if use_expected and result.expected_score is not None:
+        return result.expected_score
+    return result.score
 
 
 class Planner:
@@ -268,11 +291,7 @@ class Planner:
 
     def _value(self, result: ThinkingScore | BaseException) -> float | None:
         """``R_t`` of one result; None for a failed judgment (never 0)."""
-        if not isinstance(result, ThinkingScore) or not result.ok:
-            return None
-        if self.use_expected_score and result.expected_score is not None:
-            return result.expected_score
-        return result.score
+        return judged_value(result, self.use_expected_score)
 
     def _metrics(
         self,

@@ -22,14 +22,12 @@ from typing import Any
 from judge.core.inputs import column_images, info_images, prompt_images, trl_question
 from judge.errors import InputError
 from judge.rl.planner import Sample
-from judge.types import ThinkingScore
 
 __all__ = [
     "EXTRA_KEYS",
     "GroupGate",
     "ManagerSettings",
     "extra_info_of",
-    "judged_value",
     "verl_sample",
 ]
 
@@ -183,15 +181,6 @@ def _listed(value: Any) -> Any:
     """Numpy arrays of images (a Parquet list column) as a list."""
     tolist = getattr(value, "tolist", None)
     return tolist() if callable(tolist) and not isinstance(value, (bytes, str)) else value
-
-
-def judged_value(result: ThinkingScore | BaseException, use_expected: bool) -> float | None:
-    """``R_t`` of one judgment; None when it failed (never 0)."""
-    if not isinstance(result, ThinkingScore) or not result.ok:
-        return None
-    if use_expected and result.expected_score is not None:
-        return result.expected_score
-    return result.score
 
 
 def extra_info_of(

@@ -36,13 +36,12 @@ from verl.utils.import_utils import load_extern_object  # type: ignore[import-no
 from verl.utils.reward_score import default_compute_score  # type: ignore[import-not-found]
 
 from judge.rl.framework import step_from
-from judge.rl.planner import describe, outcome_value
+from judge.rl.planner import describe, judged_value, outcome_value
 from judge.rl.trust import TrustGRPO
 from judge.rl.verl_group import (
     GroupGate,
     ManagerSettings,
     extra_info_of,
-    judged_value,
     verl_sample,
 )
 from judge.types import JudgeRunnable, ThinkingScore

@@ -11,13 +11,13 @@ from PIL import Image
 from rl_calls import png
 
 from judge.errors import InputError
+from judge.rl.planner import judged_value
 from judge.rl.trust import TrustGRPO
 from judge.rl.verl_group import (
     EXTRA_KEYS,
     GroupGate,
     ManagerSettings,
     extra_info_of,
-    judged_value,
     verl_sample,
 )
 from judge.types import ThinkingScore
