@@ -79,12 +79,6 @@ class RankedResponse(BaseModel):
     score: ThinkingScore
 
 
-def _value(score: ThinkingScore, use_expected: bool) -> float | None:
-    if use_expected and score.score is not None and score.expected_score is not None:
-        return score.expected_score
-    return score.score
-
-
 def rank(
     responses: Sequence[Any],
     texts: Sequence[str],
@@ -103,7 +97,7 @@ def rank(
     Returns:
         One :class:`RankedResponse` per candidate.
     """
-    values = [_value(score, use_expected_score) for score in scores]
+    values = [score.value(use_expected_score) for score in scores]
     scored = sorted(
         (i for i, value in enumerate(values) if value is not None),
         key=lambda i: -values[i],  # type: ignore[operator]

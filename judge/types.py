@@ -97,6 +97,22 @@ class ThinkingScore(BaseModel):
         """Whether the judgment produced a score."""
         return self.score is not None
 
+    def value(self, use_expected: bool = False) -> float | None:
+        """The number a reward or a ranking takes from this judgment.
+
+        Args:
+            use_expected: Take ``expected_score`` when there is one.
+
+        Returns:
+            ``expected_score`` (asked for and present) or ``score``; None when the
+            judgment failed, never 0.
+        """
+        if self.score is None:
+            return None
+        if use_expected and self.expected_score is not None:
+            return self.expected_score
+        return self.score
+
     def __float__(self) -> float:
         if self.score is None:
             raise ValueError(f"the judgment failed: {self.error}")

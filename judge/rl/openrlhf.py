@@ -200,14 +200,6 @@ def merge_results(
     return merged
 
 
-def _value(result: ThinkingScore, use_expected_score: bool) -> float | None:
-    if result.score is None:
-        return None
-    if use_expected_score and result.expected_score is not None:
-        return result.expected_score
-    return result.score
-
-
 def reward_payload(
     results: Sequence[ThinkingScore],
     *,
@@ -232,7 +224,7 @@ def reward_payload(
     """
     if failure_reward is not None and not math.isfinite(failure_reward):
         raise ValueError(f"failure_reward must be a finite number, got {failure_reward}")
-    values = [_value(result, use_expected_score) for result in results]
+    values = [result.value(use_expected_score) for result in results]
     failures = [
         {
             "index": index,

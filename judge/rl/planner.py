@@ -127,11 +127,7 @@ def judged_value(result: ThinkingScore | BaseException, use_expected: bool) -> f
         result: The judge's result, or the exception it returned.
         use_expected: Take ``expected_score`` when there is one.
     """
-    if not isinstance(result, ThinkingScore) or not result.ok:
-        return None
-    if use_expected and result.expected_score is not None:
-        return result.expected_score
-    return result.score
+    return result.value(use_expected) if isinstance(result, ThinkingScore) else None
 
 
 class Planner:
